@@ -8,6 +8,11 @@
 
 pub mod bus;
 pub mod exit;
+pub mod serial;
+
+#[cfg(test)]
+mod testutil;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitRequest, ExitSignal};
+pub use serial::Serial;
