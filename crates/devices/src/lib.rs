@@ -1,5 +1,4 @@
 //! Guest-visible device models: the port-I/O and MMIO buses and the legacy PC devices
-//! (16550 COM1, CMOS RTC, i8042, ACPI PM block).
 //!
 //! This crate owns the register-level behaviour of each device and nothing else: it never
 //! touches `/dev/kvm`, never opens a path, and never panics or blocks on anything a guest
@@ -8,6 +7,7 @@
 
 pub mod bus;
 pub mod exit;
+pub mod rtc;
 pub mod serial;
 
 #[cfg(test)]
@@ -15,4 +15,5 @@ mod testutil;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitRequest, ExitSignal};
+pub use rtc::Rtc;
 pub use serial::Serial;
