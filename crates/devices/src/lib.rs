@@ -1,4 +1,5 @@
 //! Guest-visible device models: the port-I/O and MMIO buses and the legacy PC devices
+//! (16550 COM1, CMOS RTC, i8042, ACPI PM block).
 //!
 //! This crate owns the register-level behaviour of each device and nothing else: it never
 //! touches `/dev/kvm`, never opens a path, and never panics or blocks on anything a guest
@@ -7,6 +8,7 @@
 
 pub mod bus;
 pub mod exit;
+pub mod i8042;
 pub mod rtc;
 pub mod serial;
 
@@ -15,5 +17,6 @@ mod testutil;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitRequest, ExitSignal};
+pub use i8042::I8042;
 pub use rtc::Rtc;
 pub use serial::Serial;
