@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod exit;
 pub mod i8042;
+pub mod pm;
 pub mod rtc;
 pub mod serial;
 
@@ -18,5 +19,6 @@ mod testutil;
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitRequest, ExitSignal};
 pub use i8042::I8042;
+pub use pm::AcpiPm;
 pub use rtc::Rtc;
 pub use serial::Serial;
