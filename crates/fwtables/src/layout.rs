@@ -1,0 +1,68 @@
+//! Where the tables go and the platform numbers they advertise.
+//!
+//! `docs/platform.md` is the contract; these constants are its machine-readable copy. The
+//! devices crate implements the registers at these ports and must use the same values: a
+//! mismatch shows up only as a guest that cannot power off or reboot.
+
+/// The ACPI Root System Description Pointer. It is on a 16-byte boundary inside
+/// `0xE0000..0xFFFFF` because that is where a guest without boot-protocol help (BIOS-style
+/// scan) looks for it; the direct-boot paths hand the same address over explicitly.
+pub const ACPI_RSDP_ADDR: u64 = 0x000E_0000;
+
+/// End (exclusive) of the region the ACPI tables may occupy: the MP table owns what follows.
+pub const ACPI_REGION_END: u64 = 0x000F_0000;
+
+/// The MP floating pointer structure, followed by the MP configuration table. Linux scans
+/// `0xF0000..0xFFFFF` for it when ACPI is disabled or absent.
+pub const MPTABLE_ADDR: u64 = 0x000F_0000;
+
+/// End (exclusive) of the MP table region: the top of the legacy hole (1 MiB).
+pub const MPTABLE_REGION_END: u64 = 0x0010_0000;
+
+/// Most vCPUs a VM may have: vmd's kernel limit (spec §5.1). APIC ids stay below 0xFF (the
+/// xAPIC broadcast id) with room for the I/O APIC id that follows the last vCPU.
+pub const MAX_CPUS: u8 = 64;
+
+/// PM1a event block: PM1_STS (2 bytes) then PM1_EN (2 bytes).
+pub const PM1A_EVT_BLK: u16 = 0x600;
+/// Length in bytes of [`PM1A_EVT_BLK`].
+pub const PM1_EVT_LEN: u8 = 4;
+
+/// PM1a control block: SLP_TYP (bits 10-12) and SLP_EN (bit 13) live here.
+pub const PM1A_CNT_BLK: u16 = 0x604;
+/// Length in bytes of [`PM1A_CNT_BLK`].
+pub const PM1_CNT_LEN: u8 = 2;
+
+/// ACPI PM timer, 3.579545 MHz, 24 bits wide (the FADT does not set TMR_VAL_EXT).
+pub const PM_TMR_BLK: u16 = 0x608;
+/// Length in bytes of [`PM_TMR_BLK`].
+pub const PM_TMR_LEN: u8 = 4;
+
+/// ACPI reset register (an 8-bit I/O port).
+pub const RESET_REG_PORT: u16 = 0x60C;
+/// Writing this to [`RESET_REG_PORT`] reboots the VM.
+pub const RESET_VALUE: u8 = 0x06;
+
+/// ISA IRQ (and GSI: identity-mapped) of the ACPI System Control Interrupt.
+pub const SCI_IRQ: u8 = 9;
+
+/// SLP_TYP value that means S5 (soft off) on this platform, advertised by `\_S5`.
+pub const S5_SLP_TYP: u8 = 5;
+
+/// I/O APIC MMIO base. 32-bit because both the MADT and the MP table store it in 32 bits.
+pub const IOAPIC_ADDR: u32 = 0xFEC0_0000;
+
+/// Local APIC MMIO base (the architectural default).
+pub const LAPIC_ADDR: u32 = 0xFEE0_0000;
+
+/// ISA IRQ of the PIT. It is wired to I/O APIC pin [`PIT_GSI`], not pin 0, because pin 0
+/// carries the 8259's ExtINT on PC-compatible boards and guests expect that override.
+pub const PIT_IRQ: u8 = 0;
+/// GSI (= I/O APIC pin) the PIT's IRQ 0 arrives on.
+pub const PIT_GSI: u8 = 2;
+
+/// Number of ISA IRQs (two cascaded 8259s).
+pub const ISA_IRQS: u8 = 16;
+
+/// The master 8259's input the slave is cascaded on: it never raises an interrupt itself.
+pub const PIC_CASCADE_IRQ: u8 = 2;
