@@ -1,5 +1,5 @@
 //! Firmware tables that describe the guest-visible platform (`docs/platform.md`) to a guest:
-//! ACPI (RSDP, XSDT, RSDT, FADT, FACS, DSDT, MADT).
+//! ACPI (RSDP, XSDT, RSDT, FADT, FACS, DSDT, MADT) and the Intel MP specification 1.4 table.
 //!
 //! This crate owns the byte layout of those tables and their placement inside the legacy
 //! hole ([`layout`]). It must never touch KVM, guest memory or the host: every builder is a
@@ -17,8 +17,10 @@ mod acpi;
 mod checksum;
 mod isa;
 pub mod layout;
+mod mptable;
 
 pub use acpi::acpi_tables;
+pub use mptable::mp_table;
 
 /// What the tables describe that varies from VM to VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
