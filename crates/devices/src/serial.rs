@@ -273,12 +273,13 @@ impl Serial {
                 self.raise_if(newly != 0);
             }
             IIR_FCR => {
-                self.fifo_enabled = v & FCR_ENABLE != 0;
-                // Clearing the RX FIFO is what the guest asked for; enabling or disabling the
-                // FIFO also resets it on real hardware.
-                if v & FCR_CLEAR_RX != 0 || !self.fifo_enabled {
+                let enable = v & FCR_ENABLE != 0;
+                // Toggling FIFO mode resets the FIFOs on real hardware, as does the explicit
+                // clear; rewriting the same mode keeps what the guest has not read yet.
+                if v & FCR_CLEAR_RX != 0 || enable != self.fifo_enabled {
                     self.input.clear();
                 }
+                self.fifo_enabled = enable;
             }
             LCR => self.lcr = v,
             MCR => {
@@ -322,7 +323,8 @@ impl Serial {
             let _ = self.out.flush();
         }
         self.thr_interrupt = true;
-        self.raise_if(self.ier & (IER_THRI | IER_RDI) != 0);
+        let looped = self.loopback() && self.ier & IER_RDI != 0;
+        self.raise_if(self.ier & IER_THRI != 0 || looped);
     }
 }
 
@@ -516,6 +518,11 @@ mod tests {
     fn fifo_reset_drops_input() {
         let (mut s, _, _) = uart();
         s.enqueue_input(b"abc");
+        outb(&mut s, IIR_FCR, FCR_ENABLE);
+        assert_eq!(inb(&mut s, LSR) & LSR_DR, 0, "entering FIFO mode resets it");
+        s.enqueue_input(b"abc");
+        outb(&mut s, IIR_FCR, FCR_ENABLE);
+        assert_eq!(inb(&mut s, DATA), b'a', "same mode again keeps the data");
         outb(&mut s, IIR_FCR, FCR_ENABLE | FCR_CLEAR_RX);
         assert_eq!(inb(&mut s, LSR) & LSR_DR, 0);
     }
