@@ -55,6 +55,11 @@ const ALL_LAPICS: u8 = 0xFF;
 const EXTINT_LINT: u8 = 0;
 const NMI_LINT: u8 = 1;
 
+// The MP spec has only 32-bit pointers, and guests scan for the floating pointer on 16-byte
+// boundaries: the region must allow both.
+const _: () = assert!(MPTABLE_REGION_END <= u32::MAX as u64);
+const _: () = assert!(MPTABLE_ADDR.next_multiple_of(FLOATING_LEN as u64) == MPTABLE_ADDR);
+
 /// Builds the MP tables for `p` as one [`Blob`] at [`MPTABLE_ADDR`]: the floating pointer,
 /// then the configuration table it points to.
 pub fn mp_table(p: &Platform) -> Result<Blob, Error> {
@@ -75,8 +80,6 @@ fn build_at(p: &Platform, addr: u64, limit: u64) -> Result<Blob, Error> {
             limit,
         });
     }
-    // Below 1 MiB by the check above whenever `limit` is the real region end, and the MP
-    // spec only has 32-bit pointers.
     let mut bytes = floating_pointer(config_addr as u32);
     bytes.extend_from_slice(&config);
     Ok(Blob { addr, bytes })

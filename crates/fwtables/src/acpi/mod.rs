@@ -40,6 +40,7 @@ const TABLE_ALIGN: u64 = 8;
 // Every table address lands in a 32-bit field somewhere (RSDT, FADT.DSDT), so the region must
 // stay below 4 GiB for the `as u32` conversions in this module to be lossless.
 const _: () = assert!(ACPI_REGION_END <= u32::MAX as u64);
+const _: () = assert!(ACPI_RSDP_ADDR.next_multiple_of(RSDP_ALIGN) == ACPI_RSDP_ADDR);
 
 /// A fresh table with the project's header; `Sdt` keeps length and checksum current as
 /// bytes are appended.
