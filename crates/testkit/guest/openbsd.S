@@ -1,0 +1,11 @@
+/*
+ * OpenBSD-style kernel entry, reached in 64-bit mode with vmd's identity
+ * paging of the first GiB; RSP points at the boot loader's exec() stack.
+ */
+	.section .text.entry, "ax"
+	.code64
+	.globl openbsd_start
+openbsd_start:
+	movq %rsp, %rsi
+	movl $5, %edi			/* KIND_OPENBSD */
+	jmp entry64_common

@@ -1,0 +1,127 @@
+//! What to boot, and the VMM command lines that boot it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The QEMU binary the validation tests use.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// A VM to boot: image, optional initrd and command line, memory and vCPUs.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    image: PathBuf,
+    firmware: bool,
+    initrd: Option<PathBuf>,
+    cmdline: Option<String>,
+    mem_mib: u64,
+    cpus: u32,
+}
+
+impl Boot {
+    /// A directly booted kernel (PVH ELF, bzImage, OpenBSD ELF): 256 MiB, 1 vCPU.
+    pub fn kernel(image: impl Into<PathBuf>) -> Boot {
+        Boot {
+            image: image.into(),
+            firmware: false,
+            initrd: None,
+            cmdline: None,
+            mem_mib: 256,
+            cpus: 1,
+        }
+    }
+
+    /// A BIOS image started at the reset vector.
+    pub fn bios(image: impl Into<PathBuf>) -> Boot {
+        Boot {
+            firmware: true,
+            ..Boot::kernel(image)
+        }
+    }
+
+    pub fn initrd(mut self, path: impl Into<PathBuf>) -> Boot {
+        self.initrd = Some(path.into());
+        self
+    }
+
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> Boot {
+        self.cmdline = Some(cmdline.into());
+        self
+    }
+
+    pub fn mem_mib(mut self, mib: u64) -> Boot {
+        self.mem_mib = mib;
+        self
+    }
+
+    pub fn cpus(mut self, cpus: u32) -> Boot {
+        self.cpus = cpus;
+        self
+    }
+
+    /// `vmrun -b IMAGE -m SIZE -p CPUS [--initrd F] [--cmdline S]`: vmrun
+    /// sniffs the image, so kernels and BIOS images take the same flag.
+    pub fn vmrun_command(&self, vmrun: &Path) -> Command {
+        let mut c = Command::new(vmrun);
+        c.arg("-b")
+            .arg(&self.image)
+            .arg("-m")
+            .arg(format!("{}M", self.mem_mib))
+            .arg("-p")
+            .arg(self.cpus.to_string());
+        if let Some(initrd) = &self.initrd {
+            c.arg("--initrd").arg(initrd);
+        }
+        if let Some(cmdline) = &self.cmdline {
+            c.arg("--cmdline").arg(cmdline);
+        }
+        c
+    }
+
+    /// The same VM under QEMU/KVM (q35: full ACPI with PM1a_CNT, which the
+    /// guests' poweroff needs). `-cpu host` minus ARCH_CAPABILITIES, which a
+    /// PVM host refuses to set, and minus PV send-IPI, which hangs there.
+    pub fn qemu_command(&self) -> Command {
+        let mut c = Command::new(QEMU);
+        c.args(["-enable-kvm", "-M", "q35", "-cpu"])
+            .arg("host,-arch-capabilities,-kvm-pv-ipi")
+            .args([
+                "-nographic",
+                "-no-reboot",
+                "-nodefaults",
+                "-serial",
+                "stdio",
+            ])
+            .arg("-m")
+            .arg(self.mem_mib.to_string())
+            .arg("-smp")
+            .arg(self.cpus.to_string());
+        if self.firmware {
+            c.arg("-bios").arg(&self.image);
+        } else {
+            c.arg("-kernel").arg(&self.image);
+        }
+        if let Some(initrd) = &self.initrd {
+            c.arg("-initrd").arg(initrd);
+        }
+        if let Some(cmdline) = &self.cmdline {
+            c.arg("-append").arg(cmdline);
+        }
+        c
+    }
+}
+
+/// Why QEMU/KVM tests cannot run here, or None when they can.
+pub fn qemu_unavailable_reason() -> Option<String> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return Some(format!("/dev/kvm is not usable: {e}"));
+    }
+    match Command::new(QEMU).arg("--version").output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("{QEMU} --version failed: {}", o.status)),
+        Err(e) => Some(format!("{QEMU} not found: {e}")),
+    }
+}

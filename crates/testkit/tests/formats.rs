@@ -1,0 +1,83 @@
+//! Guards the guest image formats against the loaders the VMM uses: a
+//! bzImage that linux-loader rejects, or a PVH note it cannot find, would
+//! otherwise only show up as a VM that never prints.
+
+use std::fs::{self, File};
+use std::io::Read;
+
+use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
+use testkit::{guest, Guest};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+fn memory() -> GuestMemoryMmap<()> {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap()
+}
+
+#[test]
+fn bzimage_loads_with_linux_loader() {
+    let mem = memory();
+    let mut f = File::open(guest(Guest::BzImage)).unwrap();
+    let r = BzImage::load(&mem, None, &mut f, Some(GuestAddress(0x100000))).unwrap();
+    assert_eq!(r.kernel_load, GuestAddress(0x100000));
+    let h = r
+        .setup_header
+        .expect("bzImage loader returns the setup header");
+    let (version, xloadflags, pref) = (h.version, h.xloadflags, h.pref_address);
+    assert_eq!(version, 0x020f);
+    assert_eq!(xloadflags & 1, 1, "XLF_KERNEL_64");
+    assert_eq!(pref, 0x100000);
+    let (init_size, syssize, image_len) = (h.init_size, h.syssize, r.kernel_end - 0x100000);
+    assert!(
+        u64::from(init_size) >= image_len,
+        "init_size covers the payload"
+    );
+    assert_eq!(u64::from(syssize), image_len.div_ceil(16));
+}
+
+#[test]
+fn pvh_guest_has_pvh_note() {
+    let mem = memory();
+    let mut f = File::open(guest(Guest::Pvh)).unwrap();
+    let r = Elf::load(&mem, None, &mut f, Some(GuestAddress(0x100000))).unwrap();
+    match r.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(entry) => {
+            assert!((0x100000..r.kernel_end).contains(&entry.0), "{entry:?}")
+        }
+        other => panic!("no PVH entry: {other:?}"),
+    }
+}
+
+#[test]
+fn openbsd_guest_is_a_plain_high_entry_elf() {
+    let elf = fs::read(guest(Guest::OpenBsd)).unwrap();
+    assert_eq!(&elf[..5], b"\x7fELF\x02");
+    let entry = u64::from_le_bytes(elf[0x18..0x20].try_into().unwrap());
+    assert_eq!(
+        entry, 0xffff_ffff_8100_1000,
+        "linked like an OpenBSD kernel"
+    );
+    assert_eq!(entry & 0x0fff_ffff, 0x0100_1000, "vmd's LOADADDR mask");
+    // No PVH note: a VMM must take the OpenBSD path for it.
+    let mem = memory();
+    let mut f = File::open(guest(Guest::OpenBsd)).unwrap();
+    let r = Elf::load(&mem, None, &mut f, None).unwrap();
+    assert!(
+        !matches!(r.pvh_boot_cap, PvhBootCapability::PvhEntryPresent(_)),
+        "{:?}",
+        r.pvh_boot_cap
+    );
+
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(File::open(guest(Guest::OpenBsdGz)).unwrap())
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, elf);
+}
+
+#[test]
+fn bios_image_has_reset_vector() {
+    let bios = fs::read(guest(Guest::Bios)).unwrap();
+    assert_eq!(bios.len(), 0x10000);
+    assert_eq!(bios[0xfff0], 0xea, "far jmp at the reset vector");
+    assert_eq!(&bios[0xfff3..0xfff5], &[0x00, 0xf0], "into segment 0xF000");
+}
