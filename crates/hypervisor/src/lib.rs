@@ -1,1 +1,23 @@
-pub fn x() {}
+//! One virtual machine on `/dev/kvm`: guest memory laid out as vmd does (spec §5.2), the
+//! in-kernel irqchip and PIT, vCPU threads with CPUID and boot state, the boot loaders
+//! (Linux bzImage, PVH, OpenBSD ELF, BIOS), ACPI/MP tables, and the run loop that turns the
+//! guest's end into an [`ExitReason`].
+//!
+//! This crate never opens a path on its own (images and `/dev/kvm` come in as open files or
+//! bytes, so a sandboxed VM process can use it), never panics on anything a guest or an image
+//! does, and leaves no KVM object behind when building a VM fails.
+
+pub mod boot;
+pub mod cpu;
+pub mod cpuid;
+mod error;
+pub mod firmware;
+pub mod layout;
+mod platform;
+mod vcpu;
+mod vm;
+
+pub use boot::{BootImage, BootKind};
+pub use error::Error;
+pub use vcpu::ExitReason;
+pub use vm::{Vm, VmConfig, VmHandle};

@@ -1,0 +1,171 @@
+//! The legacy devices of every VM (docs/platform.md), their bus ranges and interrupt lines.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use devices::{AcpiPm, Bus, ExitSignal, Rtc, Serial, I8042};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::error::Error;
+use crate::layout::MemoryLayout;
+use crate::vm::ConsoleFeed;
+
+/// The devices the supervisor thread talks to after start.
+pub struct Platform {
+    serial: Arc<Mutex<Serial>>,
+    rtc: Arc<Mutex<Rtc>>,
+    pm: Arc<Mutex<AcpiPm>>,
+    /// Signalled by KVM when the guest acknowledges the level-triggered SCI.
+    sci_resample: EventFd,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An eventfd wired to KVM as the interrupt line `gsi`.
+fn irq_line(vm: &VmFd, gsi: u32, what: &'static str) -> Result<EventFd, Error> {
+    let fd = EventFd::new(EFD_NONBLOCK).map_err(Error::host(what))?;
+    vm.register_irqfd(&fd, gsi).map_err(Error::kvm(what))?;
+    Ok(fd)
+}
+
+fn insert(
+    bus: &mut Bus,
+    dev: Arc<Mutex<dyn devices::BusDevice>>,
+    base: u16,
+    len: u64,
+    what: &'static str,
+) -> Result<(), Error> {
+    bus.insert(dev, u64::from(base), len)
+        .map_err(|e| Error::Device {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+impl Platform {
+    /// Create the devices and map them on `pio`.
+    pub fn new(
+        vm: &VmFd,
+        pio: &mut Bus,
+        layout: &MemoryLayout,
+        exit: ExitSignal,
+        console_out: Box<dyn Write + Send>,
+    ) -> Result<Self, Error> {
+        let serial = Arc::new(Mutex::new(Serial::new(
+            console_out,
+            irq_line(vm, devices::serial::COM1_IRQ, "COM1 interrupt")?,
+        )));
+        insert(
+            pio,
+            serial.clone(),
+            devices::serial::COM1_BASE,
+            devices::serial::SERIAL_PORT_LEN,
+            "COM1",
+        )?;
+        let rtc = Arc::new(Mutex::new(Rtc::new(
+            layout.ram_below_4g(),
+            layout.high_size,
+            Some(irq_line(vm, devices::rtc::RTC_IRQ, "RTC interrupt")?),
+        )));
+        insert(
+            pio,
+            rtc.clone(),
+            devices::rtc::RTC_BASE,
+            devices::rtc::RTC_PORT_LEN,
+            "RTC",
+        )?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone())));
+        insert(
+            pio,
+            i8042,
+            devices::i8042::I8042_DATA_PORT,
+            devices::i8042::I8042_PORT_LEN,
+            "i8042",
+        )?;
+
+        let sci = EventFd::new(EFD_NONBLOCK).map_err(Error::host("SCI eventfd"))?;
+        let sci_resample =
+            EventFd::new(EFD_NONBLOCK).map_err(Error::host("SCI resample eventfd"))?;
+        vm.register_irqfd_with_resample(&sci, &sci_resample, devices::pm::SCI_IRQ)
+            .map_err(Error::kvm("SCI interrupt"))?;
+        let pm = Arc::new(Mutex::new(AcpiPm::new(exit, sci)));
+        insert(
+            pio,
+            pm.clone(),
+            devices::pm::PM_BASE,
+            devices::pm::PM_PORT_LEN,
+            "ACPI PM",
+        )?;
+        Ok(Platform {
+            serial,
+            rtc,
+            pm,
+            sci_resample,
+        })
+    }
+
+    /// Move up to `max` bytes of console input from `fd` into the UART.
+    pub(crate) fn feed_console(&self, fd: RawFd, max: usize) -> ConsoleFeed {
+        let room = lock(&self.serial).input_space().min(max);
+        if room == 0 {
+            return ConsoleFeed::Full;
+        }
+        let mut buf = [0u8; 256];
+        let want = room.min(buf.len());
+        match nix_read(fd, &mut buf[..want]) {
+            Ok(0) => ConsoleFeed::Closed,
+            Ok(n) => {
+                lock(&self.serial).enqueue_input(&buf[..n]);
+                ConsoleFeed::Fed
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                ConsoleFeed::Fed
+            }
+            Err(_) => ConsoleFeed::Closed,
+        }
+    }
+
+    /// Whether the UART can take more input.
+    pub(crate) fn console_has_room(&self) -> bool {
+        lock(&self.serial).input_space() > 0
+    }
+
+    /// The eventfd KVM signals when the guest has serviced the SCI.
+    pub(crate) fn sci_resample_fd(&self) -> RawFd {
+        self.sci_resample.as_raw_fd()
+    }
+
+    /// The guest serviced the SCI: re-assert it if events are still pending.
+    pub(crate) fn sci_resampled(&self) {
+        let _ = self.sci_resample.read();
+        lock(&self.pm).resample();
+    }
+
+    /// The ACPI PM block, for [`crate::VmHandle`].
+    pub(crate) fn pm(&self) -> Arc<Mutex<AcpiPm>> {
+        self.pm.clone()
+    }
+
+    /// Periodic device work: RTC update interrupts.
+    pub(crate) fn tick(&self) {
+        lock(&self.rtc).tick();
+    }
+}
+
+fn nix_read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes for the whole call, and
+    // `fd` stays open while the VM owns its console input.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,143 @@
+//! One vCPU thread: run the vCPU, dispatch its exits to the buses, and turn the exits that
+//! end a VM into a [`Stop`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use devices::{Bus, ExitRequest, ExitSignal};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Instruction bytes shown when a guest crashes.
+const CRASH_BYTES: usize = 16;
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+
+/// Why the VM ended, as reported to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest powered off.
+    Poweroff,
+    /// The guest reset the machine (or triple-faulted).
+    Reboot,
+    /// The guest did something the VMM cannot continue from; the text says what.
+    Crash(String),
+    /// The VMM was asked to stop the VM (e.g. a forced stop).
+    Stopped,
+}
+
+/// What every vCPU thread shares with the supervisor.
+pub struct Shared {
+    /// The port-I/O bus.
+    pub pio: Bus,
+    /// The MMIO bus.
+    pub mmio: Bus,
+    /// Devices' requests to end the VM.
+    pub exit: ExitSignal,
+    /// The first crash report of any vCPU.
+    pub crash: Mutex<Option<String>>,
+    /// Set once the VM is ending: vCPU threads return at their next exit.
+    pub stopping: AtomicBool,
+    /// Guest memory, for crash reports.
+    pub mem: GuestMemoryMmap,
+}
+
+impl Shared {
+    fn report_crash(&self, what: String) {
+        let mut c = self.crash.lock().unwrap_or_else(|e| e.into_inner());
+        c.get_or_insert(what);
+        drop(c);
+        // Wake the supervisor; the reason it reads is the crash, which is checked first.
+        self.exit.request(ExitRequest::Poweroff);
+    }
+}
+
+/// Run `vcpu` until the VM ends. Called on the vCPU's own thread.
+pub fn run(mut vcpu: VcpuFd, index: u32, shared: Arc<Shared>) {
+    while !shared.stopping.load(Ordering::Acquire) && shared.exit.pending().is_none() {
+        match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                shared.pio.read(u64::from(port), data);
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                shared.pio.write(u64::from(port), data);
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                shared.mmio.read(addr, data);
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                shared.mmio.write(addr, data);
+            }
+            Ok(VcpuExit::Shutdown) => shared.exit.request(ExitRequest::Reboot),
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => shared.exit.request(ExitRequest::Poweroff),
+                KVM_SYSTEM_EVENT_RESET => shared.exit.request(ExitRequest::Reboot),
+                KVM_SYSTEM_EVENT_CRASH => {
+                    shared.report_crash(format!("vCPU {index}: guest reported a crash"))
+                }
+                other => shared.report_crash(format!("vCPU {index}: unknown system event {other}")),
+            },
+            Ok(VcpuExit::Hlt) => {
+                // With the in-kernel LAPIC, KVM parks halted vCPUs itself; a HLT exit
+                // means interrupts can never wake this vCPU again.
+                shared.report_crash(format!("vCPU {index}: halted with interrupts disabled"));
+            }
+            Ok(VcpuExit::InternalError) => {
+                let why = describe(
+                    &vcpu,
+                    &shared.mem,
+                    "KVM_EXIT_INTERNAL_ERROR (the host could not emulate an instruction)",
+                );
+                shared.report_crash(format!("vCPU {index}: {why}"));
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                let why = describe(
+                    &vcpu,
+                    &shared.mem,
+                    &format!("KVM_EXIT_FAIL_ENTRY (hardware reason {reason:#x}, cpu {cpu})"),
+                );
+                shared.report_crash(format!("vCPU {index}: {why}"));
+            }
+            Ok(VcpuExit::Intr | VcpuExit::IrqWindowOpen | VcpuExit::IoapicEoi(_)) => {}
+            Ok(other) => {
+                let exit = format!("unhandled exit {other:?}");
+                let why = describe(&vcpu, &shared.mem, &exit);
+                shared.report_crash(format!("vCPU {index}: {why}"));
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) => {
+                shared.report_crash(format!("vCPU {index}: KVM_RUN failed: {e}"));
+            }
+        }
+    }
+}
+
+/// `what`, the guest's RIP and the instruction bytes there — what a user on an emulating
+/// host needs to see which instruction it lacks.
+fn describe(vcpu: &VcpuFd, mem: &GuestMemoryMmap, what: &str) -> String {
+    let Ok(regs) = vcpu.get_regs() else {
+        return what.to_string();
+    };
+    let linear = vcpu
+        .get_sregs()
+        .map(|s| s.cs.base.wrapping_add(regs.rip))
+        .unwrap_or(regs.rip);
+    let phys = match vcpu.translate_gva(linear) {
+        Ok(t) if t.valid != 0 => t.physical_address,
+        _ => linear,
+    };
+    let mut bytes = [0u8; CRASH_BYTES];
+    let shown = match mem.read_slice(&mut bytes, GuestAddress(phys)) {
+        Ok(()) => bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => "unreadable".to_string(),
+    };
+    format!(
+        "{what} at RIP {:#x} (guest physical {phys:#x}), instruction bytes: {shown}",
+        regs.rip
+    )
+}

@@ -1,0 +1,344 @@
+//! Build one VM on `/dev/kvm` and run it to its end.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use devices::{Bus, ExitRequest, ExitSignal};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::boot::{self, BootImage};
+use crate::cpu;
+use crate::cpuid;
+use crate::error::Error;
+use crate::firmware;
+use crate::layout::{MemoryLayout, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+use crate::platform::Platform;
+use crate::vcpu::{self, ExitReason, Shared};
+
+/// Signal that kicks a vCPU thread out of `KVM_RUN`.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+/// How often a stopping vCPU is kicked again (a kick can land just before `KVM_RUN`).
+const KICK_INTERVAL: Duration = Duration::from_millis(1);
+/// How long stopping waits for vCPU threads before giving up on them.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Console input read at once.
+const CONSOLE_CHUNK: usize = 64;
+/// Poll interval while the guest's UART has no room for input.
+const INPUT_BACKOFF_MS: i32 = 5;
+/// Longest wait between periodic device work (RTC update interrupts).
+const TICK_MS: i32 = 250;
+
+const TOKEN_EXIT: u64 = 1;
+const TOKEN_CONSOLE: u64 = 2;
+const TOKEN_SCI_RESAMPLE: u64 = 3;
+
+/// Everything needed to build a VM.
+pub struct VmConfig {
+    /// Guest RAM in bytes (rounded down to whole MiB).
+    pub memory: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// The kernel or BIOS to start.
+    pub boot: BootImage,
+    /// Where the guest's COM1 output goes.
+    pub console_out: Box<dyn Write + Send>,
+    /// Where COM1 input comes from (a pty master, stdin), if anywhere.
+    pub console_in: Option<OwnedFd>,
+    /// An open `/dev/kvm`; opened here when `None`.
+    pub kvm: Option<Kvm>,
+}
+
+/// Controls a VM from other threads while [`Vm::run`] runs it.
+#[derive(Clone)]
+pub struct VmHandle {
+    shared: Arc<Shared>,
+    pm: Arc<Mutex<devices::AcpiPm>>,
+}
+
+impl VmHandle {
+    /// Press the ACPI power button: a guest with ACPI shuts down gracefully.
+    pub fn press_power_button(&self) {
+        self.pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
+    }
+
+    /// Stop the VM now, whatever the guest is doing ([`ExitReason::Stopped`]).
+    pub fn force_stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        // Wakes the supervisor without recording a guest request.
+        let _ = self.shared.exit.event().write(1);
+    }
+}
+
+/// A built VM, ready to run.
+pub struct Vm {
+    _kvm: Kvm,
+    _vm: VmFd,
+    vcpus: Vec<kvm_ioctls::VcpuFd>,
+    shared: Arc<Shared>,
+    platform: Platform,
+    console_in: Option<OwnedFd>,
+}
+
+impl Vm {
+    /// Build the VM: memory, irqchip, devices, boot image, vCPUs. Nothing of the guest
+    /// runs yet, and an error leaves nothing behind.
+    pub fn new(cfg: VmConfig) -> Result<Self, Error> {
+        let kvm = match cfg.kvm {
+            Some(k) => k,
+            None => Kvm::new().map_err(Error::Kvm)?,
+        };
+        let max = kvm.get_max_vcpus() as u32;
+        if cfg.vcpus == 0 || cfg.vcpus > max || cfg.vcpus > firmware::MAX_CPUS {
+            return Err(Error::VcpuCount {
+                requested: cfg.vcpus,
+                max: max.min(firmware::MAX_CPUS),
+            });
+        }
+        let layout = MemoryLayout::new(cfg.memory)?;
+        let vm = kvm.create_vm().map_err(Error::kvm("create VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(Error::kvm("set TSS address"))?;
+        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
+            .map_err(Error::kvm("set identity map address"))?;
+        vm.create_irq_chip().map_err(Error::kvm("create irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(Error::kvm("create PIT"))?;
+
+        let mem = create_memory(&vm, &layout)?;
+        let loaded = boot::load(&mem, &layout, &cfg.boot)?;
+        if loaded.firmware_tables {
+            firmware::write_tables(&mem, cfg.vcpus)?;
+        }
+
+        let exit = ExitSignal::new().map_err(Error::host("exit eventfd"))?;
+        let mut pio = Bus::new();
+        let mmio = Bus::new();
+        let platform = Platform::new(&vm, &mut pio, &layout, exit.clone(), cfg.console_out)?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::kvm("get supported CPUID"))?;
+        let pvm = cpuid::host_is_pvm();
+        let mut vcpus = Vec::with_capacity(cfg.vcpus as usize);
+        for i in 0..cfg.vcpus {
+            let vcpu = vm
+                .create_vcpu(u64::from(i))
+                .map_err(Error::kvm("create vCPU"))?;
+            vcpu.set_cpuid2(&cpuid::for_vcpu(&supported, i, cfg.vcpus, pvm))
+                .map_err(Error::kvm("set CPUID"))?;
+            cpu::setup_common(&vcpu)?;
+            if i == 0 {
+                cpu::setup_boot_cpu(&vcpu, &mem, loaded.entry)?;
+            }
+            vcpus.push(vcpu);
+        }
+
+        let shared = Arc::new(Shared {
+            pio,
+            mmio,
+            exit,
+            crash: Mutex::new(None),
+            stopping: Default::default(),
+            mem,
+        });
+        Ok(Vm {
+            _kvm: kvm,
+            _vm: vm,
+            vcpus,
+            shared,
+            platform,
+            console_in: cfg.console_in,
+        })
+    }
+
+    /// A handle for stopping the VM from another thread.
+    pub fn handle(&self) -> VmHandle {
+        VmHandle {
+            shared: self.shared.clone(),
+            pm: self.platform.pm(),
+        }
+    }
+
+    /// Run the guest until it powers off, resets or crashes.
+    pub fn run(mut self) -> Result<ExitReason, Error> {
+        // The handler only has to exist: its delivery is what interrupts KVM_RUN.
+        register_signal_handler(kick_signal(), noop_handler).map_err(|e| Error::Host {
+            what: "vCPU kick signal",
+            source: std::io::Error::from_raw_os_error(e.errno()),
+        })?;
+        let mut threads = Vec::with_capacity(self.vcpus.len());
+        for (i, vcpu) in self.vcpus.drain(..).enumerate() {
+            let shared = self.shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn(move || vcpu::run(vcpu, i as u32, shared))
+                .map_err(Error::host("spawn vCPU thread"));
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop_vcpus(&self.shared, threads);
+                    return Err(e);
+                }
+            }
+        }
+        let result = self.supervise();
+        stop_vcpus(&self.shared, threads);
+        result?;
+        let crash = self
+            .shared
+            .crash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(match (crash, self.shared.exit.pending()) {
+            (Some(why), _) => ExitReason::Crash(why),
+            (None, Some(ExitRequest::Poweroff)) => ExitReason::Poweroff,
+            (None, Some(ExitRequest::Reboot)) => ExitReason::Reboot,
+            (None, None) => ExitReason::Stopped,
+        })
+    }
+
+    /// Wait for the end of the VM, feeding console input to the UART meanwhile.
+    fn supervise(&mut self) -> Result<(), Error> {
+        let epoll = Epoll::new().map_err(Error::host("epoll"))?;
+        let exit_fd = self.shared.exit.event().as_raw_fd();
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                exit_fd,
+                EpollEvent::new(EventSet::IN, TOKEN_EXIT),
+            )
+            .map_err(Error::host("epoll add exit event"))?;
+        let resample = EpollEvent::new(EventSet::IN, TOKEN_SCI_RESAMPLE);
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                self.platform.sci_resample_fd(),
+                resample,
+            )
+            .map_err(Error::host("epoll add SCI resample"))?;
+        let mut console = self.console_in.as_ref().map(|f| f.as_raw_fd());
+        if let Some(fd) = console {
+            let ev = EpollEvent::new(EventSet::IN, TOKEN_CONSOLE);
+            if epoll.ctl(ControlOperation::Add, fd, ev).is_err() {
+                // Regular files cannot be polled; they are always readable.
+                console = None;
+            }
+        }
+        let mut events = [EpollEvent::default(); 4];
+        let mut timeout = TICK_MS;
+        loop {
+            self.platform.tick();
+            if self.shared.exit.pending().is_some() || self.shared.stopping.load(Ordering::Acquire)
+            {
+                return Ok(());
+            }
+            let n = match epoll.wait(timeout, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::host("epoll wait")(e)),
+            };
+            timeout = TICK_MS;
+            for ev in &events[..n] {
+                if ev.data() == TOKEN_SCI_RESAMPLE {
+                    self.platform.sci_resampled();
+                }
+                if ev.data() != TOKEN_CONSOLE {
+                    continue;
+                }
+                let Some(fd) = console else { continue };
+                match self.platform.feed_console(fd, CONSOLE_CHUNK) {
+                    ConsoleFeed::Fed => {}
+                    ConsoleFeed::Full => {
+                        let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                        timeout = INPUT_BACKOFF_MS;
+                    }
+                    ConsoleFeed::Closed => {
+                        let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                        console = None;
+                    }
+                }
+            }
+            if timeout == INPUT_BACKOFF_MS {
+                if let Some(fd) = console {
+                    if self.platform.console_has_room() {
+                        let ev = EpollEvent::new(EventSet::IN, TOKEN_CONSOLE);
+                        let _ = epoll.ctl(ControlOperation::Add, fd, ev);
+                        timeout = TICK_MS;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What feeding console input achieved.
+pub(crate) enum ConsoleFeed {
+    /// Bytes went to the UART (or there were none right now).
+    Fed,
+    /// The UART has no room: stop polling the input for a while.
+    Full,
+    /// End of input.
+    Closed,
+}
+
+extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    shared.stopping.store(true, Ordering::Release);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for t in threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            let _ = t.kill(kick_signal());
+            std::thread::sleep(KICK_INTERVAL);
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Map guest RAM and hand each region to KVM as a memory slot.
+fn create_memory(vm: &VmFd, layout: &MemoryLayout) -> Result<GuestMemoryMmap, Error> {
+    let ranges: Vec<(GuestAddress, usize)> = layout
+        .regions()
+        .iter()
+        .map(|&(a, l)| (GuestAddress(a), l as usize))
+        .collect();
+    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory {
+        size: layout.size,
+        reason: e.to_string(),
+    })?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region.as_ptr() as u64;
+        let desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the VM keeps (in
+        // `Shared`) for as long as the VM fd exists, so KVM never sees a dangling range.
+        unsafe { vm.set_user_memory_region(desc) }.map_err(Error::kvm("set memory region"))?;
+    }
+    Ok(mem)
+}
