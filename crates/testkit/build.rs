@@ -178,6 +178,15 @@ fn main() {
     gz.write_all(&fs::read(&openbsd).unwrap()).unwrap();
     gz.finish().unwrap();
 
+    // QEMU-only stand-in for vmd's OpenBSD loader (see guest/obsdshim.c), at 32 MiB.
+    gcc_link(
+        &src,
+        &out.join("obsdshim"),
+        "pvh.ld",
+        &["pvh.S", "boot64.S", "obsdshim.c"],
+        &["-Wl,--defsym=LOAD_ADDR=0x2000000", "-Wl,-e,pvh_start32"],
+    );
+
     build_bzimage(&src, &out);
     build_bios(&src, &out);
 }

@@ -43,3 +43,10 @@ impl Guest {
 pub fn guest(kind: Guest) -> PathBuf {
     Path::new(env!("OUT_DIR")).join(kind.file_name())
 }
+
+/// A PVH kernel that does what vmd's OpenBSD boot loader emulation does with
+/// the ELF it gets as its module (`-initrd`), so QEMU can boot
+/// [`Guest::OpenBsd`]. Only for validating that guest without our VMM.
+pub fn qemu_openbsd_loader() -> PathBuf {
+    Path::new(env!("OUT_DIR")).join("obsdshim")
+}

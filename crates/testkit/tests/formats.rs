@@ -34,6 +34,18 @@ fn bzimage_loads_with_linux_loader() {
     assert_eq!(u64::from(syssize), image_len.div_ceil(16));
 }
 
+/// QEMU only exercises the real-mode and 32-bit entries; the 64-bit one must
+/// sit at exactly +0x200 of the payload (`mov $KIND_LINUX64, %edi`).
+#[test]
+fn bzimage_64bit_entry_at_0x200() {
+    let image = fs::read(guest(Guest::BzImage)).unwrap();
+    let payload = (usize::from(image[0x1f1]) + 1) * 512;
+    assert_eq!(
+        &image[payload + 0x200..payload + 0x205],
+        &[0xbf, 2, 0, 0, 0]
+    );
+}
+
 #[test]
 fn pvh_guest_has_pvh_note() {
     let mem = memory();

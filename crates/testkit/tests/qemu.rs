@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use testkit::{fnv1a32, guest, parse_e820, qemu_unavailable_reason, Boot, Guest, Vmm};
+use testkit::{
+    fnv1a32, guest, parse_e820, qemu_openbsd_loader, qemu_unavailable_reason, Boot, Guest, Vmm,
+};
 
 /// QEMU with SeaBIOS takes a few seconds to reach the guest here.
 const BOOT: Duration = Duration::from_secs(60);
@@ -221,4 +223,32 @@ fn bios_guest() {
     assert_eq!(vm.expect_line("MEM4G", STEP).unwrap(), "MEM4G 000000");
     vm.expect_line("DONE", STEP).unwrap();
     assert_eq!(vm.wait_exit(STEP).unwrap().code(), Some(1));
+}
+
+/// The OpenBSD guest, handed off the way vmd does it by a PVH shim
+/// (QEMU cannot do vmd's hand-off itself).
+#[test]
+fn openbsd_guest_via_vmd_style_shim() {
+    if skip() {
+        return;
+    }
+    let boot = Boot::kernel(qemu_openbsd_loader()).initrd(guest(Guest::OpenBsd));
+    let mut vm = run(&boot);
+    assert_eq!(vm.expect_line("BOOT", BOOT).unwrap(), "BOOT openbsd");
+    for (line, want) in [
+        ("OBSD rsp", "OBSD rsp 000000000000ffdc"),
+        ("OBSD bootdev", "OBSD bootdev a0000004"),
+        ("OBSD apiver", "OBSD apiver 0000000e"),
+        ("OBSD argaddr", "OBSD argaddr 00002000"),
+        ("CONSDEV", "CONSDEV 00000800 115200 000003f8"),
+    ] {
+        assert_eq!(vm.expect_line(line, STEP).unwrap(), want);
+    }
+    let e820 = parse_e820(vm.transcript());
+    assert!(
+        e820.iter().any(|e| e.addr == 0x100000 && e.kind == 1),
+        "{e820:?}"
+    );
+    vm.expect_line("DONE", STEP).unwrap();
+    assert!(vm.wait_exit(STEP).unwrap().success());
 }
