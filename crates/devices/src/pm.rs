@@ -57,8 +57,10 @@ const BM_RLD: u16 = 1 << 1;
 /// The PM1_CNT bits that hold state; GBL_RLS and SLP_EN are write-only strobes.
 const CNT_STORED: u16 = BM_RLD | SLP_TYP_MASK;
 
-/// PM1_EN bits a guest may set: the events this platform can raise.
-const EN_IMPLEMENTED: u16 = PWRBTN;
+/// PM1_EN bits a guest may set: every enable bit the ACPI spec defines (timer, global lock,
+/// power button, sleep button, RTC). Only the power button ever raises its status here, but
+/// ACPICA reads each enable back after writing it and logs an error when it does not stick.
+const EN_WRITABLE: u16 = (1 << 0) | (1 << 5) | PWRBTN | (1 << 9) | (1 << 10);
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
@@ -159,8 +161,8 @@ impl AcpiPm {
             // Write-one-to-clear: software acknowledges exactly the events it saw.
             STS_LO => self.sts &= !lo,
             STS_HI => self.sts &= !hi,
-            EN_LO => self.en = (self.en & 0xff00) | (lo & EN_IMPLEMENTED),
-            EN_HI => self.en = (self.en & 0x00ff) | (hi & EN_IMPLEMENTED),
+            EN_LO => self.en = (self.en & 0xff00) | (lo & EN_WRITABLE),
+            EN_HI => self.en = (self.en & 0x00ff) | (hi & EN_WRITABLE),
             CNT_LO => self.cnt = (self.cnt & 0xff00) | (lo & CNT_STORED),
             CNT_HI => {
                 self.cnt = (self.cnt & 0x00ff) | (hi & CNT_STORED);
@@ -304,9 +306,9 @@ mod tests {
         r.pm.press_power_button();
         outw(&mut r.pm, EN, PWRBTN);
         assert_eq!(pulses(&r.sci), 1);
-        // Unimplemented enables read back as zero.
+        // Reserved enable bits read back as zero.
         outw(&mut r.pm, EN, 0xffff);
-        assert_eq!(inw(&mut r.pm, EN), PWRBTN);
+        assert_eq!(inw(&mut r.pm, EN), EN_WRITABLE);
         assert_eq!(pulses(&r.sci), 0, "already asserted: no new edge");
     }
 
@@ -384,6 +386,16 @@ mod tests {
     }
 
     #[test]
+    fn defined_enable_bits_read_back_and_never_raise_sci() {
+        let mut r = rig();
+        // ACPICA enables the global-lock and RTC events and checks they stuck.
+        let gbl_rtc = (1 << 5) | (1 << 10);
+        outw(&mut r.pm, EN, gbl_rtc | 0x8000);
+        assert_eq!(inw(&mut r.pm, EN), gbl_rtc, "reserved bit 15 is dropped");
+        assert!(r.sci.read().is_err(), "no event pending, no SCI");
+    }
+
+    #[test]
     fn odd_widths_and_offsets() {
         let mut r = rig();
         r.pm.press_power_button();
@@ -427,7 +439,7 @@ mod tests {
             r.nanos.fetch_add(x % 1_000_000, Ordering::SeqCst);
             assert_eq!(inw(&mut r.pm, CNT) & SCI_EN, SCI_EN);
             assert_eq!(r.pm.sts & !PWRBTN, 0, "only the power button sets status");
-            assert_eq!(r.pm.en & !EN_IMPLEMENTED, 0);
+            assert_eq!(r.pm.en & !EN_WRITABLE, 0);
             assert_eq!(inl(&mut r.pm, TMR) & !PM_TIMER_MASK, 0);
             let _ = r.sci.read();
         }
