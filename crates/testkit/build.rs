@@ -178,12 +178,12 @@ fn main() {
     gz.write_all(&fs::read(&openbsd).unwrap()).unwrap();
     gz.finish().unwrap();
 
-    // QEMU-only stand-in for vmd's OpenBSD loader (see guest/obsdshim.c), at 32 MiB.
+    // QEMU-only stand-in for the boot paths QEMU lacks (see guest/loadershim.c), at 32 MiB.
     gcc_link(
         &src,
-        &out.join("obsdshim"),
+        &out.join("loadershim"),
         "pvh.ld",
-        &["pvh.S", "boot64.S", "obsdshim.c"],
+        &["pvh.S", "boot64.S", "loadershim.c"],
         &["-Wl,--defsym=LOAD_ADDR=0x2000000", "-Wl,-e,pvh_start32"],
     );
 

@@ -1,11 +1,15 @@
 /*
- * QEMU-only helper, not a guest for our VMM: a PVH kernel that plays vmd's
- * OpenBSD boot loader, so the openbsd guest can be validated without our
- * VMM. QEMU passes the openbsd ELF as the PVH module (-initrd); this shim
- * loads its PT_LOAD segments at p_paddr, builds what vmd's loadfile_elf.c
- * builds (boot args at 0x2000, exec() stack at 0xF000, GDT at 0x10000, page
- * tables at 0x11000-0x13000 mapping the first GiB) and jumps to the masked
- * entry in 64-bit mode. It is linked at 32 MiB, out of the guest's way.
+ * QEMU-only helper, not a guest for our VMM: a PVH kernel that boots the
+ * image QEMU passes as its module (-initrd) the way a direct-boot VMM would,
+ * so the boot paths QEMU lacks can be validated without our VMM:
+ *  - an ELF64 is treated like vmd's OpenBSD boot loader emulation does it:
+ *    PT_LOAD segments at p_paddr, boot args at 0x2000, exec() stack at
+ *    0xF000, GDT at 0x10000, page tables at 0x11000-0x13000 mapping the
+ *    first GiB, entry = e_entry & 0x0fffffff in 64-bit mode;
+ *  - a bzImage gets a zero page at 0x7000 (its setup header, the e820 map,
+ *    this shim's command line at 0x20000) and is entered at its 64-bit
+ *    entry, load address + 0x200, with RSI = zero page.
+ * It is linked at 32 MiB, out of the guests' way.
  */
 #include "common.h"
 
@@ -14,6 +18,9 @@
 #define GDT_PAGE 0x10000
 #define PML4_PAGE 0x11000
 #define MAX_RANGES 32
+#define ZERO_PAGE 0x7000
+#define LINUX_CMDLINE 0x20000
+#define LINUX_LOAD 0x100000
 
 static void puts(const char *s)
 {
@@ -45,15 +52,53 @@ static void zero(u64 dst, u64 n)
 /* boot64.S starts no APs for us: nothing reaches this. */
 void ap_main(void) {}
 
+struct range {
+	u64 addr, size;
+	u32 type;
+};
+
+static void boot_openbsd(u64 elf, const struct range *ranges, u32 nmap);
+
+static void boot_linux64(u64 image, u64 len, const char *cmdline, const struct range *ranges,
+			 u32 nmap)
+{
+	const u8 *img = (const u8 *)image;
+	u64 setup = ((u64)img[0x1f1] + 1) * 512;
+	zero(ZERO_PAGE, 4096);
+	copy(ZERO_PAGE + 0x1f1, image + 0x1f1, 0x268 - 0x1f1);
+	u8 *zp = (u8 *)ZERO_PAGE;
+	zp[0x210] = 0xff; /* type_of_loader: undefined */
+	u32 n = 0;
+	for (; n < nmap && n < 128; n++) {
+		u8 *e = zp + 0x2d0 + 20 * n;
+		*(u64 *)e = ranges[n].addr;
+		*(u64 *)(e + 8) = ranges[n].size;
+		*(u32 *)(e + 16) = ranges[n].type;
+	}
+	zp[0x1e8] = (u8)n;
+	/* Via a local copy: QEMU may have put our own command line at LINUX_CMDLINE. */
+	char buf[4096];
+	u32 cl = 0;
+	for (; cmdline && cmdline[cl] && cl < sizeof(buf) - 1; cl++)
+		buf[cl] = cmdline[cl];
+	buf[cl] = 0;
+	copy(LINUX_CMDLINE, (u64)buf, cl + 1);
+	*(u32 *)(zp + 0x228) = LINUX_CMDLINE;
+	copy(LINUX_LOAD, image + setup, len - setup);
+	/* Still on this shim's identity map of 4 GiB, as the 64-bit protocol requires. */
+	__asm__ volatile("cli\n\t"
+			 "jmp *%0" ::"r"((u64)LINUX_LOAD + 0x200),
+			 "S"((u64)ZERO_PAGE)
+			 : "memory");
+	__builtin_unreachable();
+}
+
 void cmain(u32 kind, u64 si)
 {
 	(void)kind;
 	const u8 *p = (const u8 *)si;
 	/* Everything from start_info is read before the low pages are rebuilt. */
-	struct {
-		u64 addr, size;
-		u32 type;
-	} ranges[MAX_RANGES];
+	struct range ranges[MAX_RANGES];
 	u32 nmap = *(const u32 *)(p + 48);
 	const u8 *map = (const u8 *)*(const u64 *)(p + 40);
 	if (nmap > MAX_RANGES)
@@ -61,14 +106,22 @@ void cmain(u32 kind, u64 si)
 	for (u32 i = 0; i < nmap; i++) {
 		ranges[i].addr = *(const u64 *)(map + 24 * i);
 		ranges[i].size = *(const u64 *)(map + 24 * i + 8);
-		ranges[i].type = *(const u32 *)(map + 24 * i + 16) == 1 ? 1 : 2;
+		ranges[i].type = *(const u32 *)(map + 24 * i + 16);
 	}
 	if (!*(const u32 *)(p + 12))
 		fail("no module: pass the openbsd ELF as -initrd");
 	const u8 *mod = (const u8 *)*(const u64 *)(p + 16);
-	u64 elf = *(const u64 *)mod;
-	if (*(const u32 *)elf != 0x464c457f || ((const u8 *)elf)[4] != 2)
-		fail("module is not ELF64");
+	u64 image = *(const u64 *)mod;
+	if (*(const u32 *)(image + 0x202) == 0x53726448) /* "HdrS" */
+		boot_linux64(image, *(const u64 *)(mod + 8), (const char *)*(const u64 *)(p + 24), ranges,
+			     nmap);
+	if (*(const u32 *)image != 0x464c457f || ((const u8 *)image)[4] != 2)
+		fail("module is neither ELF64 nor bzImage");
+	boot_openbsd(image, ranges, nmap);
+}
+
+static void boot_openbsd(u64 elf, const struct range *ranges, u32 nmap)
+{
 
 	u64 entry = *(const u64 *)(elf + 0x18), phoff = *(const u64 *)(elf + 0x20);
 	u16 phentsize = *(const u16 *)(elf + 0x36), phnum = *(const u16 *)(elf + 0x38);
@@ -95,7 +148,7 @@ void cmain(u32 kind, u64 si)
 	for (u32 i = 0; i < nmap; i++, e += 20) {
 		*(u64 *)e = ranges[i].addr;
 		*(u64 *)(e + 8) = ranges[i].size;
-		*(u32 *)(e + 16) = ranges[i].type;
+		*(u32 *)(e + 16) = ranges[i].type == 1 ? 1 : 2; /* BIOS_MAP_FREE / BIOS_MAP_RES */
 	}
 	u32 w = memmap_sz / 4;
 	u32 consdev_sz = 12 + 32; /* bios_consdev_t: dev, speed, u64 addr, freq, flags, width, shift */

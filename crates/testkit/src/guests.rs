@@ -44,9 +44,11 @@ pub fn guest(kind: Guest) -> PathBuf {
     Path::new(env!("OUT_DIR")).join(kind.file_name())
 }
 
-/// A PVH kernel that does what vmd's OpenBSD boot loader emulation does with
-/// the ELF it gets as its module (`-initrd`), so QEMU can boot
-/// [`Guest::OpenBsd`]. Only for validating that guest without our VMM.
-pub fn qemu_openbsd_loader() -> PathBuf {
-    Path::new(env!("OUT_DIR")).join("obsdshim")
+/// A PVH kernel that boots the image QEMU gives it as `-initrd` the way a
+/// direct-boot VMM does and QEMU cannot: an ELF64 through vmd's OpenBSD
+/// boot-loader hand-off, a bzImage through its 64-bit entry (zero page with
+/// e820 and the shim's own command line). Only for validating
+/// [`Guest::OpenBsd`] and [`Guest::BzImage`] without our VMM.
+pub fn qemu_loader_shim() -> PathBuf {
+    Path::new(env!("OUT_DIR")).join("loadershim")
 }

@@ -20,7 +20,7 @@ mod harness;
 mod protocol;
 
 pub use boot::{qemu_unavailable_reason, Boot, QEMU};
-pub use guests::{guest, qemu_openbsd_loader, Guest};
+pub use guests::{guest, qemu_loader_shim, Guest};
 pub use harness::{HarnessError, Vmm};
 pub use protocol::{fnv1a32, parse_e820, E820Entry};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use testkit::{
-    fnv1a32, guest, parse_e820, qemu_openbsd_loader, qemu_unavailable_reason, Boot, Guest, Vmm,
+    fnv1a32, guest, parse_e820, qemu_loader_shim, qemu_unavailable_reason, Boot, Guest, Vmm,
 };
 
 /// QEMU with SeaBIOS takes a few seconds to reach the guest here.
@@ -232,7 +232,7 @@ fn openbsd_guest_via_vmd_style_shim() {
     if skip() {
         return;
     }
-    let boot = Boot::kernel(qemu_openbsd_loader()).initrd(guest(Guest::OpenBsd));
+    let boot = Boot::kernel(qemu_loader_shim()).initrd(guest(Guest::OpenBsd));
     let mut vm = run(&boot);
     assert_eq!(vm.expect_line("BOOT", BOOT).unwrap(), "BOOT openbsd");
     for (line, want) in [
@@ -249,6 +249,33 @@ fn openbsd_guest_via_vmd_style_shim() {
         e820.iter().any(|e| e.addr == 0x100000 && e.kind == 1),
         "{e820:?}"
     );
+    vm.expect_line("DONE", STEP).unwrap();
+    assert!(vm.wait_exit(STEP).unwrap().success());
+}
+
+/// The bzImage's 64-bit entry (the one our VMM uses), reached through the
+/// loader shim since QEMU only uses the real-mode entry.
+#[test]
+fn bzimage_64bit_entry_via_shim() {
+    if skip() {
+        return;
+    }
+    let boot = Boot::kernel(qemu_loader_shim())
+        .initrd(guest(Guest::BzImage))
+        .cmdline("via shim");
+    let mut vm = run(&boot);
+    assert_eq!(vm.expect_line("BOOT", BOOT).unwrap(), "BOOT linux64");
+    assert_eq!(
+        vm.expect_line("ZEROPAGE", STEP).unwrap(),
+        "ZEROPAGE 0000000000007000"
+    );
+    assert_eq!(vm.expect_line("CMDLINE", STEP).unwrap(), "CMDLINE via shim");
+    let e820 = parse_e820(vm.transcript());
+    assert!(
+        e820.iter().any(|e| e.addr == 0x100000 && e.kind == 1),
+        "{e820:?}"
+    );
+    assert_eq!(vm.expect_line("INITRD", STEP).unwrap(), "INITRD none");
     vm.expect_line("DONE", STEP).unwrap();
     assert!(vm.wait_exit(STEP).unwrap().success());
 }
