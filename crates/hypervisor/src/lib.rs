@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod cpuid;
 mod error;
 pub mod firmware;
+mod irq;
 pub mod layout;
 mod platform;
 mod vcpu;

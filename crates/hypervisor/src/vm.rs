@@ -21,6 +21,7 @@ use crate::cpu;
 use crate::cpuid;
 use crate::error::Error;
 use crate::firmware;
+use crate::irq;
 use crate::layout::{MemoryLayout, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::platform::Platform;
 use crate::vcpu::{self, ExitReason, Shared};
@@ -116,6 +117,7 @@ impl Vm {
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
             .map_err(Error::kvm("set identity map address"))?;
         vm.create_irq_chip().map_err(Error::kvm("create irqchip"))?;
+        irq::setup_routing(&vm)?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
