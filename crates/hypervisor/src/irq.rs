@@ -81,7 +81,8 @@ mod tests {
         assert_eq!(ioapic_pin(2), None);
         assert_eq!(ioapic_pin(4), Some(4));
         assert_eq!(ioapic_pin(23), Some(23));
-        let pic_routes = table().iter().filter(|e| {
+        let t = table();
+        let pic_routes = t.iter().filter(|e| {
             // SAFETY: as above.
             let chip = unsafe { e.u.irqchip.irqchip };
             chip != KVM_IRQCHIP_IOAPIC
