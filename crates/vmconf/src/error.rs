@@ -165,6 +165,12 @@ pub enum Warning {
     MemoryRounded { location: Location, bytes: u64 },
     /// A second `vm` block with a name already defined; OpenBSD skips it and so do we.
     DuplicateVm { location: Location, name: String },
+    /// `vm P instance N` where no VM `P` came before in this load.
+    UnknownParent {
+        location: Location,
+        name: String,
+        parent: String,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -177,6 +183,14 @@ impl fmt::Display for Warning {
             Warning::DuplicateVm { location, name } => {
                 write!(f, "{location}: vm \"{name}\" skipped (already exists)")
             }
+            Warning::UnknownParent {
+                location,
+                name,
+                parent,
+            } => write!(
+                f,
+                "{location}: vm \"{name}\": parent vm \"{parent}\" is not defined before it"
+            ),
         }
     }
 }

@@ -627,7 +627,21 @@ impl<'a> Parser<'a> {
             )
         };
         validate::check_vm_name(&name).map_err(failed)?;
-        if parent.is_none() {
+        if let Some(p) = &parent {
+            // vmd refuses an instance whose name is taken, where a plain duplicate is
+            // skipped.
+            if self.vm_names.contains(&name) {
+                return Err(failed("vm already exists"));
+            }
+            // The parent may come from an earlier load, so this is only a warning.
+            if !self.vm_names.contains(p) {
+                self.warnings.push(Warning::UnknownParent {
+                    location: loc.clone(),
+                    name: name.clone(),
+                    parent: p.clone(),
+                });
+            }
+        } else {
             if b.boot.is_none() && b.disks.is_empty() && b.cdrom.is_none() {
                 return Err(failed("no kernel or disk/cdrom specified"));
             }

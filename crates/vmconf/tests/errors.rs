@@ -212,6 +212,11 @@ fn vm_errors() {
     );
     first_error(
         &fx,
+        "vm \"a\" {\n\tdisk $d \"/disk.img\"\n}\nvm \"a\" instance \"a\" {\n\tmemory 1G\n}\n",
+        "test.conf:4: vm \"a\" failed: vm already exists",
+    );
+    first_error(
+        &fx,
         "vm \"v\" {\n\tmemory 1G\n}\n",
         "test.conf:1: vm \"v\" failed: no kernel or disk/cdrom specified",
     );

@@ -356,6 +356,12 @@ fn vm_instance() {
     assert_eq!((a.name.as_str(), a.parent.as_deref()), ("a", Some("tmpl")));
     assert_eq!(a.memory, Some(768 << 20));
     assert!(fx.err("vm \"t\" instance {\n\tmemory 1G\n}\n")[0].ends_with("syntax error"));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let p = fx.ok("vm \"nope\" instance \"b\" {\n\tmemory 1G\n}\n");
+    assert_eq!(
+        p.warnings[0].to_string(),
+        "test.conf:1: vm \"b\": parent vm \"nope\" is not defined before it"
+    );
 }
 
 #[test]
