@@ -212,8 +212,13 @@ pub(crate) struct Lexer {
     files_opened: usize,
 }
 
+/// C's `isspace`, which unlike `u8::is_ascii_whitespace` includes vertical tab.
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
 fn allowed_to_end_number(c: u8) -> bool {
-    c.is_ascii_whitespace() || matches!(c, b')' | b',' | b'/' | b'}' | b'=')
+    is_c_space(c) || matches!(c, b')' | b',' | b'/' | b'}' | b'=')
 }
 
 fn allowed_in_string(c: u8) -> bool {

@@ -20,6 +20,9 @@ pub fn run(args: &Args) -> ExitCode {
             for w in &parsed.warnings {
                 eprintln!("{w}");
             }
+            if args.verbose > 0 {
+                print_summary(&parsed.config);
+            }
             println!("configuration OK");
             ExitCode::SUCCESS
         }
@@ -29,5 +32,23 @@ pub fn run(args: &Args) -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `-nv`: one line per switch and VM, to see what the file was understood to say.
+fn print_summary(config: &vmconf::Config) {
+    for sw in &config.switches {
+        println!("switch \"{}\": interface {}", sw.name, sw.interface);
+    }
+    for vm in &config.vms {
+        let memory = vm.memory.unwrap_or(vmconf::DEFAULT_MEMORY) >> 20;
+        let cpus = vm.cpus.unwrap_or(vmconf::DEFAULT_CPUS);
+        println!(
+            "vm \"{}\": {}, memory {memory}M, cpus {cpus}, disks {}, interfaces {}",
+            vm.name,
+            if vm.enabled { "enabled" } else { "disabled" },
+            vm.disks.len(),
+            vm.interfaces.len(),
+        );
     }
 }

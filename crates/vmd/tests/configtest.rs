@@ -128,9 +128,27 @@ fn default_file_missing_is_fine() {
 fn flags_combine_like_getopt() {
     let dir = tempfile::tempdir().unwrap();
     let conf = write(dir.path(), "vm.conf", "local inet6\n");
-    let o = vmd(&["-dnvv", "-f", &conf]);
+    let o = vmd(&["-dn", "-f", &conf]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "configuration OK\n");
+}
+
+#[test]
+fn verbose_check_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "vm.conf",
+        "switch \"s\" {\n\tinterface br0\n}\nvm \"a\" {\n\tcdrom \"/x.iso\"\n\tinterfaces 2\n\tdisable\n}\n",
+    );
+    let o = vmd(&["-nvv", "-f", &conf]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "switch \"s\": interface br0\n\
+         vm \"a\": disabled, memory 512M, cpus 1, disks 0, interfaces 2\n\
+         configuration OK\n"
+    );
 }
 
 #[test]
