@@ -94,7 +94,7 @@ fn check_linux_style_handoff(kind: Guest, boot_line: &str) {
     assert_eq!(u64::from_str_radix(fields[2], 16).unwrap(), 12 * 1024);
     assert_eq!(fields[3], format!("{sum:08x}"), "initrd intact");
     assert!(
-        addr >= MIB && addr + 12 * 1024 <= 256 * MIB && addr % 4096 == 0,
+        addr >= MIB && addr + 12 * 1024 <= 256 * MIB && addr.is_multiple_of(4096),
         "{initrd_line}"
     );
     assert_eq!(
