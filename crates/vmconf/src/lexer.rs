@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use std::rc::Rc;
+
 use crate::error::{ErrorKind, Location};
 use crate::limits::{
     MAX_EXPANDED_BYTES, MAX_FILE_SIZE, MAX_INCLUDED_FILES, MAX_INCLUDE_DEPTH, MAX_TOKEN_LEN,
@@ -127,10 +129,26 @@ pub(crate) enum Tok {
     Error(ErrorKind),
 }
 
+/// A token's place; the file name is shared because every token carries one.
+#[derive(Debug, Clone)]
+pub(crate) struct Loc {
+    pub file: Rc<str>,
+    pub line: u32,
+}
+
+impl Loc {
+    pub(crate) fn to_location(&self) -> Location {
+        Location {
+            file: self.file.to_string(),
+            line: self.line,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     pub tok: Tok,
-    pub loc: Location,
+    pub loc: Loc,
 }
 
 /// One element of push-back input: a byte or an expansion boundary.
@@ -142,7 +160,7 @@ enum Unit {
 }
 
 struct Frame {
-    name: String,
+    name: Rc<str>,
     /// Canonical path, for loop detection and relative includes; `None` for in-memory text.
     path: Option<PathBuf>,
     data: Vec<u8>,
@@ -244,7 +262,7 @@ impl Lexer {
         let total_input = data.len();
         Lexer {
             files: vec![Frame {
-                name: name.to_owned(),
+                name: Rc::from(name),
                 path,
                 data,
                 pos: 0,
@@ -318,7 +336,7 @@ impl Lexer {
         self.total_input += data.len();
         self.files_opened += 1;
         self.files.push(Frame {
-            name: given.to_owned(),
+            name: Rc::from(given),
             path: Some(canon),
             data,
             pos: 0,
@@ -329,14 +347,14 @@ impl Lexer {
         Ok(())
     }
 
-    fn location(&self) -> Location {
+    fn location(&self) -> Loc {
         match self.files.last() {
-            Some(f) => Location {
-                file: f.name.clone(),
+            Some(f) => Loc {
+                file: Rc::clone(&f.name),
                 line: f.line,
             },
-            None => Location {
-                file: String::new(),
+            None => Loc {
+                file: Rc::from(""),
                 line: 0,
             },
         }
@@ -422,7 +440,7 @@ impl Lexer {
         }
     }
 
-    fn error(&mut self, kind: ErrorKind, loc: Location) -> Token {
+    fn error(&mut self, kind: ErrorKind, loc: Loc) -> Token {
         self.findeol();
         Token {
             tok: Tok::Error(kind),
@@ -502,7 +520,7 @@ impl Lexer {
         Ok(())
     }
 
-    fn quoted(&mut self, quote: u8, loc: Location) -> Token {
+    fn quoted(&mut self, quote: u8, loc: Loc) -> Token {
         let mut buf = Vec::new();
         loop {
             let mut c = match self.lgetc_quoted() {
@@ -544,7 +562,7 @@ impl Lexer {
         }
     }
 
-    fn number_or_string(&mut self, first: u8, loc: Location) -> Token {
+    fn number_or_string(&mut self, first: u8, loc: Loc) -> Token {
         let mut buf = vec![first];
         let mut c = self.lgetc();
         while let Some(d) = c.filter(u8::is_ascii_digit) {
@@ -586,7 +604,7 @@ impl Lexer {
         self.bare_word(first, loc)
     }
 
-    fn bare_word(&mut self, first: u8, loc: Location) -> Token {
+    fn bare_word(&mut self, first: u8, loc: Loc) -> Token {
         let mut buf = vec![first];
         let mut c = self.lgetc();
         while let Some(b) = c.filter(|&b| allowed_in_string(b)) {

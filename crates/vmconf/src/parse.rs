@@ -11,8 +11,8 @@ use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, ErrorKind, Location, Warning};
-use crate::lexer::{io_reason, Keyword, Lexer, Tok, Token};
+use crate::error::{Error, ErrorKind, Warning};
+use crate::lexer::{io_reason, Keyword, Lexer, Loc, Tok, Token};
 use crate::limits::{MAX_ERRORS, MAX_STRING_LEN};
 use crate::model::{
     AgentX, BootDevice, Config, Disk, DiskFormat, InstancePermissions, Interface, LocalInet6,
@@ -22,7 +22,7 @@ use crate::owner::Resolver;
 use crate::validate::{self, SwitchIfError};
 
 struct Fault {
-    loc: Location,
+    loc: Loc,
     kind: ErrorKind,
 }
 
@@ -83,7 +83,7 @@ fn syntax(tok: Token) -> Fault {
     }
 }
 
-fn fault(loc: &Location, kind: ErrorKind) -> Fault {
+fn fault(loc: &Loc, kind: ErrorKind) -> Fault {
     Fault {
         loc: loc.clone(),
         kind,
@@ -134,13 +134,13 @@ impl<'a> Parser<'a> {
         &self.peeked.get_or_insert_with(|| lx.next_token()).tok
     }
 
-    fn peek_loc(&mut self) -> Location {
+    fn peek_loc(&mut self) -> Loc {
         self.peek();
         self.peeked
             .as_ref()
             .map(|t| t.loc.clone())
-            .unwrap_or_else(|| Location {
-                file: String::new(),
+            .unwrap_or_else(|| Loc {
+                file: "".into(),
                 line: 0,
             })
     }
@@ -160,14 +160,14 @@ impl<'a> Parser<'a> {
         }
         if self.errors.len() >= MAX_ERRORS {
             self.errors.push(Error::At {
-                location: f.loc,
+                location: f.loc.to_location(),
                 kind: ErrorKind::TooManyErrors,
             });
             self.gave_up = true;
             return;
         }
         self.errors.push(Error::At {
-            location: f.loc,
+            location: f.loc.to_location(),
             kind: f.kind,
         });
     }
@@ -251,7 +251,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A single STRING token.
-    fn single_str(&mut self) -> PResult<(String, Location)> {
+    fn single_str(&mut self) -> PResult<(String, Loc)> {
         let t = self.bump();
         match t.tok {
             Tok::Str { text, .. } => Ok((text, t.loc)),
@@ -260,7 +260,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `string ::= STRING { STRING }`: adjacent strings joined with nothing between them.
-    fn string(&mut self) -> PResult<(String, Location)> {
+    fn string(&mut self) -> PResult<(String, Loc)> {
         let (mut s, loc) = self.single_str()?;
         while matches!(self.peek(), Tok::Str { .. }) {
             let (more, more_loc) = self.single_str()?;
@@ -272,7 +272,7 @@ impl<'a> Parser<'a> {
         Ok((s, loc))
     }
 
-    fn number(&mut self) -> PResult<(i64, Location)> {
+    fn number(&mut self) -> PResult<(i64, Loc)> {
         let t = self.bump();
         match t.tok {
             Tok::Num(n) => Ok((n, t.loc)),
@@ -520,7 +520,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn switch(&mut self, loc: Location) -> PResult<()> {
+    fn switch(&mut self, loc: Loc) -> PResult<()> {
         self.bump();
         let (name, _) = self.string()?;
         let mut b = SwitchBuilder {
@@ -549,7 +549,7 @@ impl<'a> Parser<'a> {
                 locked: b.locked,
                 rdomain: b.rdomain,
                 up: b.up,
-                location: loc,
+                location: loc.to_location(),
             });
         }
         self.eol()
@@ -585,7 +585,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn vm(&mut self, loc: Location) -> PResult<()> {
+    fn vm(&mut self, loc: Loc) -> PResult<()> {
         self.bump();
         let (first, _) = self.string()?;
         let (name, parent) = if self.is_kw(Keyword::Instance) {
@@ -615,7 +615,7 @@ impl<'a> Parser<'a> {
         name: String,
         parent: Option<String>,
         mut b: VmBuilder,
-        loc: Location,
+        loc: Loc,
     ) -> PResult<()> {
         let failed = |reason: &str| {
             fault(
@@ -636,7 +636,7 @@ impl<'a> Parser<'a> {
             // The parent may come from an earlier load, so this is only a warning.
             if !self.vm_names.contains(p) {
                 self.warnings.push(Warning::UnknownParent {
-                    location: loc.clone(),
+                    location: loc.to_location(),
                     name: name.clone(),
                     parent: p.clone(),
                 });
@@ -659,7 +659,7 @@ impl<'a> Parser<'a> {
         }
         if !self.vm_names.insert(name.clone()) {
             self.warnings.push(Warning::DuplicateVm {
-                location: loc,
+                location: loc.to_location(),
                 name,
             });
             return Ok(());
@@ -680,7 +680,7 @@ impl<'a> Parser<'a> {
             cpus: b.cpus,
             initrd: b.initrd,
             cmdline: b.cmdline,
-            location: loc,
+            location: loc.to_location(),
         });
         Ok(())
     }
@@ -740,7 +740,7 @@ impl<'a> Parser<'a> {
     /// Options OpenBSD has no word for. They are matched as bare words in option position
     /// only, where OpenBSD would fail, so they reserve nothing: `cpus` is still a valid
     /// macro name, disk path or group elsewhere.
-    fn extension(&mut self, b: &mut VmBuilder, word: &str, kw: &Location) -> PResult<()> {
+    fn extension(&mut self, b: &mut VmBuilder, word: &str, kw: &Loc) -> PResult<()> {
         match word {
             "cpus" => self.cpus(b, kw),
             "initrd" => {
@@ -767,7 +767,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn cpus(&mut self, b: &mut VmBuilder, kw: &Location) -> PResult<()> {
+    fn cpus(&mut self, b: &mut VmBuilder, kw: &Loc) -> PResult<()> {
         let (n, loc) = self.number()?;
         if b.cpus.is_some() {
             return Err(fault(kw, ErrorKind::CpusTwice));
@@ -779,7 +779,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn boot(&mut self, b: &mut VmBuilder, kw: &Location) -> PResult<()> {
+    fn boot(&mut self, b: &mut VmBuilder, kw: &Loc) -> PResult<()> {
         if self.is_kw(Keyword::Device) {
             self.bump();
             let t = self.bump();
@@ -833,7 +833,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn memory(&mut self, b: &mut VmBuilder, kw: &Location) -> PResult<()> {
+    fn memory(&mut self, b: &mut VmBuilder, kw: &Loc) -> PResult<()> {
         let t = self.bump();
         let (bytes, text, twice) = match t.tok {
             Tok::Num(n) => (Some(n), n.to_string(), ErrorKind::MemoryTwice),
@@ -856,7 +856,7 @@ impl<'a> Parser<'a> {
         let (size, rounded) = validate::memory_size(bytes).map_err(size_err)?;
         if rounded {
             self.warnings.push(Warning::MemoryRounded {
-                location: t.loc.clone(),
+                location: t.loc.to_location(),
                 bytes: size,
             });
         }
@@ -881,7 +881,7 @@ impl<'a> Parser<'a> {
 
     /// `[local] interface [NAME] [opts]`, opts in block form (blank or newline separated) or
     /// inline form (a comma may follow the second and later options only).
-    fn interface(&mut self, b: &mut VmBuilder, local: bool, kw: Location) -> PResult<()> {
+    fn interface(&mut self, b: &mut VmBuilder, local: bool, kw: Loc) -> PResult<()> {
         let mut nic = Interface {
             local,
             ..Interface::default()

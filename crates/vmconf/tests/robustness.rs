@@ -154,3 +154,17 @@ fn many_open_blocks() {
     let errs = parse_bounded(&fx, "{".repeat(1_000_000).into_bytes()).unwrap_err();
     assert_eq!(errs[0], "ugly.conf:1: syntax error");
 }
+
+#[test]
+fn long_file_name_is_not_copied_per_token() {
+    let fx = Fixture::new();
+    let name = "n".repeat(64 * 1024);
+    let start = Instant::now();
+    let p = vmconf::parse_bytes(&name, vec![b'\n'; 4 * 1024 * 1024], None, &fx.opts()).unwrap();
+    assert!(p.config.vms.is_empty());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+}
