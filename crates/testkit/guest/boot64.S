@@ -35,8 +35,11 @@ gdt_desc:
 	.word gdt_end - gdt - 1
 	.quad gdt
 
-	.globl timer_fired, ap_next_idx
+	.globl timer_fired, ap_next_idx, entry_cr0, entry_cr4, entry_efer
 timer_fired:	.long 0
+entry_cr0:	.long 0
+entry_cr4:	.long 0
+entry_efer:	.long 0
 ap_next_idx:	.long 0
 
 	.section .bss

@@ -29,6 +29,7 @@ extern void timer_isr(void);
 extern void spurious_isr(void);
 extern volatile u32 timer_fired;
 extern volatile u32 ap_next_idx;
+extern u32 entry_cr0, entry_cr4, entry_efer;
 
 void cmain(u32 kind, u64 arg);
 void ap_main(void);

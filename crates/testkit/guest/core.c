@@ -162,8 +162,8 @@ static int deadline_passed(struct deadline *d)
 
 static void delay_us(u64 us)
 {
-	/* Assumes a TSC of at least 1 GHz: only used for INIT/SIPI spacing, where longer is fine. */
-	u64 end = rdtsc() + us * 1000;
+	/* Assumes a TSC of at most 5 GHz, so the wait is never shorter than asked. */
+	u64 end = rdtsc() + us * 5000;
 	while (rdtsc() < end)
 		cpu_relax();
 }
@@ -652,7 +652,7 @@ static void do_poweroff(void)
 				for (int i = 0; i < 1000 && !(inw(pm1a) & 1); i++)
 					cpu_relax();
 			}
-			outw(pm1a, (u16)((inw(pm1a) & 0x0203) | (typ & 7) << 10 | 1 << 13));
+			outw(pm1a, (u16)((inw(pm1a) & ~0x3c00) | (typ & 7) << 10 | 1 << 13));
 			delay_us(100000);
 		}
 	}
@@ -705,6 +705,13 @@ void cmain(u32 kind, u64 arg)
 	/* Start on a fresh line: firmware may have left a partial one. */
 	puts("\nBOOT ");
 	puts(kind <= KIND_OPENBSD ? kinds[kind] : "?");
+	nl();
+	puts("REGS ");
+	puthex(entry_cr0, 8);
+	putc(' ');
+	puthex(entry_cr4, 8);
+	putc(' ');
+	puthex(entry_efer, 8);
 	nl();
 	if (kind == KIND_PVH)
 		cl = boot_pvh(arg);

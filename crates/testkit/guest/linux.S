@@ -3,10 +3,12 @@
  * at offset 0 (ESI = boot_params) and the 64-bit entry at offset 0x200
  * (RSI = boot_params), as the Linux boot protocol places them.
  */
+#include "entry.h"
 	.section .text.entry32, "ax"
 	.code32
 	.globl linux_start32
 linux_start32:
+	SAVE_ENTRY_STATE32
 	movl $3, %edi			/* KIND_LINUX32 */
 	/* Our real-mode setup stub leaves this mark: report that path instead. */
 	cmpl $0x5245414c, %ebp
@@ -19,4 +21,5 @@ linux_start32:
 	.globl linux_start64
 linux_start64:
 	movl $2, %edi			/* KIND_LINUX64 */
+	SAVE_ENTRY_STATE64
 	jmp entry64_common

@@ -1,4 +1,5 @@
 /* PVH entry: the Xen ELF note tells the loader where the 32-bit entry is. */
+#include "entry.h"
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
 	.section .note.Xen, "a", @note
@@ -14,6 +15,7 @@
 	.code32
 	.globl pvh_start32
 pvh_start32:
+	SAVE_ENTRY_STATE32
 	movl %ebx, %esi
 	movl $1, %edi			/* KIND_PVH */
 	jmp start32_common
