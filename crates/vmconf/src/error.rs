@@ -24,7 +24,7 @@ impl fmt::Display for Location {
 }
 
 /// A failed configuration load. The whole load fails if any of these occurs.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A problem at a place in a file.
     #[error("{location}: {kind}")]
