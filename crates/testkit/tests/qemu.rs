@@ -62,6 +62,10 @@ fn check_boot_data(kind: Guest, boot_line: &str) {
         vm.expect_line("BOOT ", BOOT).unwrap(),
         format!("BOOT {boot_line}")
     );
+    // Both paths enter in 32-bit protected mode with paging off.
+    let regs = vm.expect_line("REGS", STEP).unwrap();
+    let cr0 = u32::from_str_radix(&regs[5..13], 16).unwrap();
+    assert_eq!(cr0 & 0x8000_0001, 1, "{regs}");
     assert_eq!(
         vm.expect_line("CMDLINE", STEP).unwrap(),
         "CMDLINE hello  world rtc"
@@ -265,6 +269,11 @@ fn bzimage_64bit_entry_via_shim() {
         .cmdline("via shim");
     let mut vm = run(&boot);
     assert_eq!(vm.expect_line("BOOT", BOOT).unwrap(), "BOOT linux64");
+    // Long mode with paging: CR0.PG|PE, CR4.PAE, EFER.LME|LMA.
+    assert_eq!(
+        vm.expect_line("REGS", STEP).unwrap(),
+        "REGS 80000011 00000020 00000500"
+    );
     assert_eq!(
         vm.expect_line("ZEROPAGE", STEP).unwrap(),
         "ZEROPAGE 0000000000007000"
