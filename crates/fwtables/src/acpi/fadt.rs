@@ -31,9 +31,9 @@ const BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 
 const BITS_PER_BYTE: u8 = 8;
 
-/// A FADT pointing at the FACS and DSDT. Every pointer and register block is given in both
-/// its 32-bit legacy field and its 64-bit `X_` field with equal values, which ACPICA accepts
-/// without a mismatch warning and which ACPI 1.0 guests can still read.
+/// A FADT pointing at the FACS and DSDT. The DSDT pointer and every register block are
+/// given in both their 32-bit legacy field and their 64-bit `X_` field with equal values,
+/// which ACPICA accepts without a mismatch warning and which ACPI 1.0 guests can still read.
 pub(super) fn build(facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
     let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
         // WBINVD: the spec requires it of every ACPI 2.0+ x86 system. PROC_C1: HLT works.
@@ -46,8 +46,9 @@ pub(super) fn build(facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
     f.major_version = FADT_REVISION;
     f.fadt_minor_version = FADT_MINOR_REVISION;
 
+    // Only the 32-bit FACS pointer: ACPI 6.0 §5.2.9 wants X_FIRMWARE_CTRL zero when
+    // FIRMWARE_CTRL is set (Linux would otherwise install the same FACS twice).
     f.firmware_ctrl = (facs_addr as u32).into();
-    f.x_firmware_ctrl = facs_addr.into();
     f.dsdt = (dsdt_addr as u32).into();
     f.x_dsdt = dsdt_addr.into();
 

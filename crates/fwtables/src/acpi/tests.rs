@@ -135,7 +135,11 @@ fn fadt_fields_sit_at_their_spec_offsets() {
     assert_eq!(&f[116..120], &[1, 8, 0, 1]);
     assert_eq!(u64_at(f, 120), 0x60C);
     assert_eq!(f[128], 0x06, "RESET_VALUE");
-    assert_eq!(u64_at(f, 132), facs.addr, "X_FIRMWARE_CTRL");
+    assert_eq!(
+        u64_at(f, 132),
+        0,
+        "X_FIRMWARE_CTRL: must be 0 with FIRMWARE_CTRL set"
+    );
     assert_eq!(u64_at(f, 140), dsdt.addr, "X_DSDT");
 
     // X_ register blocks: (offset, bit width, port).
