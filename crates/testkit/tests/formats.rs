@@ -93,3 +93,33 @@ fn bios_image_has_reset_vector() {
     assert_eq!(bios[0xfff0], 0xea, "far jmp at the reset vector");
     assert_eq!(&bios[0xfff3..0xfff5], &[0x00, 0xf0], "into segment 0xF000");
 }
+
+/// The PVM emulator kills the guest on these (DESIGN.md §5); the build flags
+/// should keep gcc from emitting them, and this catches a flag going missing
+/// or an assembly slip.
+#[test]
+fn guests_avoid_instructions_pvm_lacks() {
+    let out = guest(Guest::Pvh).parent().unwrap().to_path_buf();
+    for elf in ["pvh", "openbsd", "linux.elf"] {
+        let dis = std::process::Command::new("objdump")
+            .arg("-d")
+            .arg(out.join(elf))
+            .output()
+            .expect("objdump (binutils) runs");
+        assert!(dis.status.success());
+        let text = String::from_utf8_lossy(&dis.stdout);
+        for bad in [
+            "%xmm",
+            "%ymm",
+            "%zmm",
+            "cmpxchg16b",
+            "xsave",
+            "xrstor",
+            "popcnt",
+            "int3",
+        ] {
+            let hit = text.lines().find(|l| l.contains(bad));
+            assert!(hit.is_none(), "{elf}: {bad}: {hit:?}");
+        }
+    }
+}
