@@ -49,6 +49,10 @@ pub const SCI_IRQ: u8 = 9;
 /// SLP_TYP value that means S5 (soft off) on this platform, advertised by `\_S5`.
 pub const S5_SLP_TYP: u8 = 5;
 
+/// CMOS RTC register holding the century (BCD), advertised in the FADT's CENTURY field so
+/// guests read four-digit years instead of guessing the century.
+pub const RTC_CENTURY_INDEX: u8 = 0x32;
+
 /// I/O APIC MMIO base. 32-bit because both the MADT and the MP table store it in 32 bits.
 pub const IOAPIC_ADDR: u32 = 0xFEC0_0000;
 

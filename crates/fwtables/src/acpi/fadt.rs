@@ -7,7 +7,7 @@ use ::acpi_tables::Aml;
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::layout::{
     PM1A_CNT_BLK, PM1A_EVT_BLK, PM1_CNT_LEN, PM1_EVT_LEN, PM_TMR_BLK, PM_TMR_LEN, RESET_REG_PORT,
-    RESET_VALUE, SCI_IRQ,
+    RESET_VALUE, RTC_CENTURY_INDEX, SCI_IRQ,
 };
 
 /// Length of a revision 6 FADT.
@@ -68,6 +68,7 @@ pub(super) fn build(facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
 
     f.p_lvl2_lat = NO_C2_LATENCY.into();
     f.p_lvl3_lat = NO_C3_LATENCY.into();
+    f.century = RTC_CENTURY_INDEX;
     f.iapc_boot_arch =
         (BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042 | BOOT_ARCH_VGA_NOT_PRESENT).into();
 

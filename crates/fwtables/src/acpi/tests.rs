@@ -117,6 +117,7 @@ fn fadt_fields_sit_at_their_spec_offsets() {
         (4, 2, 4),
         "PM1_EVT/PM1_CNT/PM_TMR_LEN"
     );
+    assert_eq!(f[108], 0x32, "CENTURY: the CMOS register with the century");
     let boot_arch = u16_at(f, 109);
     assert_eq!(boot_arch & 0b11, 0b11, "LEGACY_DEVICES and 8042");
     assert_eq!(boot_arch & (1 << 5), 0, "CMOS RTC is present");
