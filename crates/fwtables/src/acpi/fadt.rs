@@ -30,6 +30,8 @@ const BOOT_ARCH_8042: u16 = 1 << 1;
 const BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 
 const BITS_PER_BYTE: u8 = 8;
+/// The reset register must be 8 bits wide (ACPI 6.0 §4.8.3.6).
+const RESET_REG_LEN: u8 = 1;
 
 /// A FADT pointing at the FACS and DSDT. The DSDT pointer and every register block are
 /// given in both their 32-bit legacy field and their 64-bit `X_` field with equal values,
@@ -72,7 +74,7 @@ pub(super) fn build(facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
     f.iapc_boot_arch =
         (BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042 | BOOT_ARCH_VGA_NOT_PRESENT).into();
 
-    f.reset_reg = io_register(RESET_REG_PORT, 1, AccessSize::ByteAccess);
+    f.reset_reg = io_register(RESET_REG_PORT, RESET_REG_LEN, AccessSize::ByteAccess);
     f.reset_value = RESET_VALUE;
 
     let mut bytes = Vec::with_capacity(FADT_LEN);
