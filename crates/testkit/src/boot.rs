@@ -38,21 +38,25 @@ impl Boot {
         }
     }
 
+    /// Initial ramdisk (PVH module / Linux ramdisk).
     pub fn initrd(mut self, path: impl Into<PathBuf>) -> Boot {
         self.initrd = Some(path.into());
         self
     }
 
+    /// Kernel command line; the guests read their test words from it.
     pub fn cmdline(mut self, cmdline: impl Into<String>) -> Boot {
         self.cmdline = Some(cmdline.into());
         self
     }
 
+    /// Guest memory in MiB (default 256).
     pub fn mem_mib(mut self, mib: u64) -> Boot {
         self.mem_mib = mib;
         self
     }
 
+    /// Number of vCPUs (default 1).
     pub fn cpus(mut self, cpus: u32) -> Boot {
         self.cpus = cpus;
         self

@@ -3,7 +3,9 @@
 /// One `E820 <addr> <size> <type>` line: a memory-map entry as the guest saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct E820Entry {
+    /// First byte of the range.
     pub addr: u64,
+    /// Length in bytes.
     pub size: u64,
     /// 1 = RAM, 2 = reserved, 3 = ACPI, 4 = NVS (same numbers on every path).
     pub kind: u32,
