@@ -17,7 +17,7 @@ vmd_missing() {
     for p in "$@"; do
         dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || out+=("$p")
     done
-    printf '%s\n' "${out[@]}"
+    [ ${#out[@]} -eq 0 ] || printf '%s\n' "${out[@]}"
 }
 
 vmd_add_backports() {
