@@ -24,7 +24,9 @@ static FAKE: Fake = Fake;
 
 fn include_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("vmconf-fuzz-{}.conf", std::process::id())))
+    PATH.get_or_init(|| {
+        std::env::temp_dir().join(format!("vmconf-fuzz-{}.conf", std::process::id()))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
