@@ -208,3 +208,21 @@ fn installer_template_instance_and_sev() {
     assert_eq!(secret.memory, Some(4 << 30));
     assert_eq!(secret.location.line, 81);
 }
+
+#[test]
+fn config_survives_the_ipc_encoding() {
+    // The parent sends the parsed config to its children with postcard (DESIGN.md §2).
+    let (_fx, p) = parse_example();
+    let bytes = postcard::to_stdvec(&p.config).unwrap();
+    let back: Config = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, p.config);
+}
+
+#[test]
+fn system_resolver_knows_root() {
+    assert_eq!(SystemResolver.uid("root"), Some(0));
+    assert_eq!(SystemResolver.gid("root"), Some(0));
+    assert_eq!(SystemResolver.uid("no-such-user-vmconf"), None);
+    assert_eq!(SystemResolver.gid("no-such-group-vmconf"), None);
+    assert_eq!(SystemResolver.uid("ro\0ot"), None);
+}
