@@ -65,6 +65,9 @@ pub(crate) struct Parser<'a> {
     lx: Lexer,
     peeked: Option<Token>,
     last_was_newline: bool,
+    /// Braces opened minus braces closed so far: error recovery uses it to tell whether
+    /// the skipped text closed the block being parsed.
+    depth: i64,
     resolver: &'a dyn Resolver,
     pub(crate) errors: Vec<Error>,
     pub(crate) warnings: Vec<Warning>,
@@ -116,6 +119,7 @@ impl<'a> Parser<'a> {
             lx,
             peeked: None,
             last_was_newline: true,
+            depth: 0,
             resolver,
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -151,6 +155,11 @@ impl<'a> Parser<'a> {
             None => self.lx.next_token(),
         };
         self.last_was_newline = tok.tok == Tok::Newline;
+        match tok.tok {
+            Tok::Punct(b'{') => self.depth = self.depth.saturating_add(1),
+            Tok::Punct(b'}') => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
         tok
     }
 
@@ -172,21 +181,18 @@ impl<'a> Parser<'a> {
         });
     }
 
-    /// Skips to just after the end of the current line (unless already there). Reports
-    /// whether a `}` was skipped, so a block can end on a broken last line.
-    fn skip_line(&mut self) -> bool {
-        let mut saw_close = false;
+    /// Skips to just after the end of the current line, unless already there.
+    fn skip_line(&mut self) {
         if self.last_was_newline {
-            return false;
+            return;
         }
         loop {
             match self.peek() {
-                Tok::Eof => return saw_close,
+                Tok::Eof => return,
                 Tok::Newline => {
                     self.bump();
-                    return saw_close;
+                    return;
                 }
-                Tok::Punct(b'}') => saw_close = true,
                 _ => {}
             }
             self.bump();
@@ -489,6 +495,7 @@ impl<'a> Parser<'a> {
         F: FnMut(&mut Self) -> PResult<()>,
     {
         self.expect_punct(b'{')?;
+        let inside = self.depth;
         self.optnl();
         let mut first = true;
         loop {
@@ -513,7 +520,8 @@ impl<'a> Parser<'a> {
             first = false;
             if let Err(f) = res {
                 self.record(f);
-                if self.skip_line() {
+                self.skip_line();
+                if self.depth < inside {
                     return Ok(());
                 }
             }

@@ -455,3 +455,27 @@ fn errors_continue_on_next_line() {
         ]
     );
 }
+
+#[test]
+fn a_brace_that_ends_a_broken_line_ends_the_block() {
+    let fx = Fixture::new();
+    let errs = fx.err(
+        "vm \"x\" { memory 1G\n\tdisk $d \"/disk.img\" }\nvm \"y\" {\n\tdisk $d \"/disk.img\"\n}\n",
+    );
+    assert_eq!(errs, ["test.conf:2: syntax error"]);
+}
+
+#[test]
+fn an_error_in_a_nested_block_keeps_the_outer_block() {
+    let fx = Fixture::new();
+    let errs = fx.err(
+        "vm \"x\" {\n\tinterface { bogus }\n\tdisk $d \"/disk.img\"\n\tmemory 1K\n}\nlocal inet6\n",
+    );
+    assert_eq!(
+        errs,
+        [
+            "test.conf:2: syntax error",
+            "test.conf:4: failed to parse size: 1K: memory size must be at least 1MB",
+        ]
+    );
+}
