@@ -31,7 +31,7 @@ fn kick_signal() -> i32 {
     SIGRTMIN()
 }
 /// How often a stopping vCPU is kicked again (a kick can land just before `KVM_RUN`).
-const KICK_INTERVAL: Duration = Duration::from_millis(1);
+const KICK_INTERVAL: Duration = Duration::from_micros(200);
 /// How long stopping waits for vCPU threads before giving up on them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Console input read at once.
