@@ -14,6 +14,7 @@ mod error;
 pub mod firmware;
 mod irq;
 pub mod layout;
+mod pause;
 mod platform;
 mod vcpu;
 mod vm;

@@ -148,6 +148,11 @@ impl Platform {
         lock(&self.pm).resample();
     }
 
+    /// COM1, for [`crate::VmHandle`].
+    pub(crate) fn serial(&self) -> Arc<Mutex<Serial>> {
+        self.serial.clone()
+    }
+
     /// The ACPI PM block, for [`crate::VmHandle`].
     pub(crate) fn pm(&self) -> Arc<Mutex<AcpiPm>> {
         self.pm.clone()

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use devices::{Bus, ExitRequest, ExitSignal};
+
+use crate::pause::PauseGate;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -41,9 +43,24 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Guest memory, for crash reports.
     pub mem: GuestMemoryMmap,
+    /// Where vCPUs park while the VM is paused.
+    pub pause: PauseGate,
+    /// Threads to kick out of `KVM_RUN`; emptied (under the lock) before they are joined, so
+    /// a kick never targets a joined thread.
+    pub threads: Mutex<Vec<libc::pthread_t>>,
 }
 
 impl Shared {
+    /// Interrupt every vCPU's `KVM_RUN` so it looks at the stop and pause flags.
+    pub fn kick_all(&self, signal: libc::c_int) {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for &t in threads.iter() {
+            // SAFETY: `t` belongs to a vCPU thread that is not joined while it is listed
+            // (the list is emptied under this lock first), so the pthread_t is still valid.
+            unsafe { libc::pthread_kill(t, signal) };
+        }
+    }
+
     fn report_crash(&self, what: String) {
         let mut c = self.crash.lock().unwrap_or_else(|e| e.into_inner());
         c.get_or_insert(what);
@@ -56,6 +73,10 @@ impl Shared {
 /// Run `vcpu` until the VM ends. Called on the vCPU's own thread.
 pub fn run(mut vcpu: VcpuFd, index: u32, shared: Arc<Shared>) {
     while !shared.stopping.load(Ordering::Acquire) && shared.exit.pending().is_none() {
+        shared.pause.wait_while_paused();
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 shared.pio.read(u64::from(port), data);

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,9 +67,56 @@ pub struct VmConfig {
 pub struct VmHandle {
     shared: Arc<Shared>,
     pm: Arc<Mutex<devices::AcpiPm>>,
+    serial: Arc<Mutex<devices::Serial>>,
+    vm: Arc<VmFd>,
+    vcpus: u32,
+    /// The guest clock when it was paused, restored on resume.
+    clock: Arc<Mutex<Option<kvm_bindings::kvm_clock_data>>>,
 }
 
 impl VmHandle {
+    /// Park every vCPU and freeze the guest clock. Pausing a paused VM does nothing.
+    pub fn pause(&self) -> Result<(), Error> {
+        if self.shared.pause.is_paused() {
+            return Ok(());
+        }
+        self.shared.pause.set_paused();
+        self.shared.kick_all(kick_signal());
+        if !self
+            .shared
+            .pause
+            .wait_parked(self.vcpus, crate::pause::PAUSE_TIMEOUT)
+        {
+            self.shared.pause.resume();
+            return Err(Error::Device {
+                what: "pause",
+                reason: "vCPUs did not stop in time".into(),
+            });
+        }
+        // Hosts without KVM_GET_CLOCK still pause; the guest then sees the paused time pass.
+        *lock(&self.clock) = self.vm.get_clock().ok();
+        Ok(())
+    }
+
+    /// Resume a paused VM with its clock where it stopped.
+    pub fn unpause(&self) {
+        if let Some(mut clock) = lock(&self.clock).take() {
+            clock.flags = 0;
+            let _ = self.vm.set_clock(&clock);
+        }
+        self.shared.pause.resume();
+    }
+
+    /// Whether the VM is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.pause.is_paused()
+    }
+
+    /// Send a BREAK on COM1 (OpenBSD guests enter ddb).
+    pub fn send_break(&self) {
+        lock(&self.serial).send_break();
+    }
+
     /// Press the ACPI power button: a guest with ACPI shuts down gracefully.
     pub fn press_power_button(&self) {
         self.pm
@@ -88,8 +136,9 @@ impl VmHandle {
 /// A built VM, ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    _vm: VmFd,
+    vm: Arc<VmFd>,
     vcpus: Vec<kvm_ioctls::VcpuFd>,
+    vcpu_count: u32,
     shared: Arc<Shared>,
     platform: Platform,
     console_in: Option<OwnedFd>,
@@ -160,10 +209,13 @@ impl Vm {
             crash: Mutex::new(None),
             stopping: Default::default(),
             mem,
+            pause: Default::default(),
+            threads: Mutex::new(Vec::new()),
         });
         Ok(Vm {
             _kvm: kvm,
-            _vm: vm,
+            vm: Arc::new(vm),
+            vcpu_count: cfg.vcpus,
             vcpus,
             shared,
             platform,
@@ -176,6 +228,10 @@ impl Vm {
         VmHandle {
             shared: self.shared.clone(),
             pm: self.platform.pm(),
+            serial: self.platform.serial(),
+            vm: self.vm.clone(),
+            vcpus: self.vcpu_count,
+            clock: Arc::default(),
         }
     }
 
@@ -194,7 +250,10 @@ impl Vm {
                 .spawn(move || vcpu::run(vcpu, i as u32, shared))
                 .map_err(Error::host("spawn vCPU thread"));
             match t {
-                Ok(t) => threads.push(t),
+                Ok(t) => {
+                    lock(&self.shared.threads).push(t.as_pthread_t());
+                    threads.push(t);
+                }
                 Err(e) => {
                     stop_vcpus(&self.shared, threads);
                     return Err(e);
@@ -304,8 +363,14 @@ pub(crate) enum ConsoleFeed {
 
 extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
     shared.stopping.store(true, Ordering::Release);
+    shared.pause.release();
+    lock(&shared.threads).clear();
     let deadline = Instant::now() + STOP_TIMEOUT;
     for t in threads {
         while !t.is_finished() && Instant::now() < deadline {
