@@ -122,7 +122,10 @@ pub enum Request {
     /// `unpause`.
     Unpause(VmRef),
     /// `status [-r] [id]`.
-    Status { vm: Option<VmRef>, running_only: bool },
+    Status {
+        vm: Option<VmRef>,
+        running_only: bool,
+    },
     /// `console`: answered with [`Response::Console`].
     Console(VmRef),
     /// Send a BREAK to the VM's serial port (console `~B`).
