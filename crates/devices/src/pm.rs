@@ -108,6 +108,12 @@ impl AcpiPm {
         }
     }
 
+    /// Whether the guest listens to the power button (its ACPI driver set PWRBTN_EN): a
+    /// graceful stop is only worth waiting for when it does.
+    pub fn power_button_enabled(&self) -> bool {
+        self.en & PWRBTN != 0
+    }
+
     /// Press the fixed-feature power button: the guest's ACPI driver sees PWRBTN_STS and
     /// starts an orderly shutdown, ending in S5.
     pub fn press_power_button(&mut self) {
@@ -383,6 +389,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         let b = inl(&mut pm, TMR);
         assert!(b.wrapping_sub(a) & PM_TIMER_MASK > 0);
+    }
+
+    #[test]
+    fn power_button_listener_is_visible() {
+        let mut r = rig();
+        assert!(!r.pm.power_button_enabled());
+        outw(&mut r.pm, EN, PWRBTN);
+        assert!(r.pm.power_button_enabled());
     }
 
     #[test]

@@ -117,12 +117,12 @@ impl VmHandle {
         lock(&self.serial).send_break();
     }
 
-    /// Press the ACPI power button: a guest with ACPI shuts down gracefully.
-    pub fn press_power_button(&self) {
-        self.pm
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .press_power_button();
+    /// Press the ACPI power button: a guest with ACPI shuts down gracefully. Returns whether
+    /// the guest listens to the button at all (its ACPI driver enabled the event).
+    pub fn press_power_button(&self) -> bool {
+        let mut pm = lock(&self.pm);
+        pm.press_power_button();
+        pm.power_button_enabled()
     }
 
     /// Stop the VM now, whatever the guest is doing ([`ExitReason::Stopped`]).

@@ -43,10 +43,14 @@ pub fn forward_to(vm: VmHandle) {
                 return;
             }
             presses += 1;
-            if presses == 1 {
+            if presses == 1 && vm.press_power_button() {
                 eprintln!("vmrun: asking the guest to power off (again to stop it at once)");
-                vm.press_power_button();
             } else {
+                if presses == 1 {
+                    eprintln!(
+                        "vmrun: the guest does not listen to the ACPI power button: stopping it"
+                    );
+                }
                 vm.force_stop();
                 return;
             }

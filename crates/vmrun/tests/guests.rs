@@ -295,3 +295,23 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap()
 }
+
+#[test]
+fn sigterm_stops_a_guest_that_ignores_the_power_button() {
+    let mut vm = start(
+        &Boot::kernel(guest(Guest::Pvh))
+            .mem_mib(32)
+            .cmdline("exit=halt"),
+    );
+    vm.expect_line("DONE", LINE).unwrap();
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(vm.pid() as i32, libc::SIGTERM) }, 0);
+    let status = vm.wait_exit(EXIT).unwrap();
+    assert_eq!(status.code(), Some(5), "stopped: {}", vm.stderr());
+    assert!(
+        vm.stderr()
+            .contains("does not listen to the ACPI power button"),
+        "{}",
+        vm.stderr()
+    );
+}
