@@ -1,0 +1,3 @@
+//! vmd's daemon logic, as a library so the binary's roles and the tests share it.
+
+pub mod registry;
