@@ -116,6 +116,11 @@ impl Channel {
 
     /// Receives one message and the file descriptors attached to it (close-on-exec, owned:
     /// dropping them closes them). When the message is refused, its fds are closed too.
+    ///
+    /// Errors: [`IpcError::Closed`] at end of file; [`IpcError::TooLarge`],
+    /// [`IpcError::Truncated`] or [`IpcError::Decode`] for a refused message (it is consumed,
+    /// so the caller may go on, but vmd closes such a connection); on a non-blocking channel
+    /// with nothing queued, an error for which [`IpcError::is_would_block`] is true.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>), IpcError> {
         let (bytes, fds) = self.recv_datagram()?;
         Ok((decode(&bytes)?, fds))

@@ -11,6 +11,19 @@
 //! - [`Listener`]: the control socket at a path, with its mode and owner.
 //! - [`client_hello`]/[`server_hello`]: the version handshake opening a connection.
 //! - Limits: [`MAX_MESSAGE`] bytes and [`MAX_FDS`] descriptors per message.
+//!
+//! ```
+//! use std::os::fd::AsFd;
+//! use ipc::proto::{Request, Response};
+//!
+//! let (parent, child) = ipc::Channel::pair()?;
+//! let (_reader, writer) = std::io::pipe()?;
+//! parent.send(&Request::Reload, &[writer.as_fd()])?;
+//! let (req, fds): (Request, _) = child.recv()?;
+//! assert_eq!((req, fds.len()), (Request::Reload, 1));
+//! child.send(&Response::Ok, &[])?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod channel;
 mod error;
