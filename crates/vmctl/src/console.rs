@@ -160,6 +160,7 @@ pub fn attach(tty: &str, vm: &VmRef, daemon: &dyn Connector) -> u8 {
     let _ = write!(stderr, "Connected to {tty} (speed {SPEED})\r\n");
     let status = pump(&line, &signals, vm, daemon);
     let _ = write!(stderr, "\r\n[EOT]\r\n");
+    // The terminal first: unblocking the signals may end the process right there.
     drop(raw);
     drop(signals);
     status
@@ -309,7 +310,9 @@ impl Drop for RawTerminal<'_> {
 
 /// [`EXIT_SIGNALS`] blocked and delivered through a signalfd the copy loop polls, so a
 /// signal ends the session through the normal path that restores the terminal. The old
-/// mask comes back on drop.
+/// mask comes back on drop; the signal, left pending (the signalfd is only polled, never
+/// read), then takes its default effect, so whoever sent it sees vmctl die of it. A signal
+/// the caller ignores (`nohup`) is discarded instead and vmctl exits 1.
 struct SignalGuard {
     fd: OwnedFd,
     old: libc::sigset_t,
@@ -350,8 +353,8 @@ impl SignalGuard {
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        // SAFETY: restores a mask pthread_sigmask returned; the signalfd closes after, so a
-        // signal still pending is delivered with its default action once unblocked.
+        // SAFETY: restores a mask pthread_sigmask returned. A pending exit signal is
+        // delivered here, after the terminal was restored (see the type's doc).
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
 }

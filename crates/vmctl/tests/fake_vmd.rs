@@ -421,3 +421,90 @@ fn console_copies_both_ways_sends_break_and_leaves() {
     );
     vmd.thread.join().unwrap();
 }
+
+/// The settings of a terminal that raw mode changes.
+fn modes(fd: &OwnedFd) -> (libc::tcflag_t, libc::tcflag_t, libc::tcflag_t) {
+    use std::os::fd::AsRawFd;
+    let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr fills t on success, which is asserted before t is read.
+    let t = unsafe {
+        assert_eq!(libc::tcgetattr(fd.as_raw_fd(), t.as_mut_ptr()), 0);
+        t.assume_init()
+    };
+    (t.c_iflag, t.c_oflag, t.c_lflag)
+}
+
+/// Runs `vmctl console` with a terminal (a second pty) as its stdin, waits until it is
+/// connected, lets `finish` end the session, and checks the terminal got its settings back.
+fn console_on_a_terminal(finish: impl FnOnce(&mut File, u32)) -> Output {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let (_guest_master, _guest_slave, tty) = pty();
+    let (mut term_master, term_slave, _) = pty();
+    // Back to a cooked terminal, as a user's shell leaves it.
+    {
+        use std::os::fd::AsRawFd;
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr fills t on success (asserted); tcsetattr reads it.
+        unsafe {
+            assert_eq!(libc::tcgetattr(term_slave.as_raw_fd(), t.as_mut_ptr()), 0);
+            let mut t = t.assume_init();
+            t.c_lflag |= libc::ICANON | libc::ECHO | libc::ISIG;
+            t.c_iflag |= libc::ICRNL;
+            t.c_oflag |= libc::OPOST;
+            assert_eq!(
+                libc::tcsetattr(term_slave.as_raw_fd(), libc::TCSANOW, &t),
+                0
+            );
+        }
+    }
+    let cooked = modes(&term_slave);
+    let vmd = FakeVmd::start(vec![vec![Response::Console { id: 1, tty }]]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmctl"))
+        .arg("-s")
+        .arg(&vmd.socket)
+        .args(["console", "1"])
+        .stdin(Stdio::from(term_slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.starts_with("Connected to /dev/pts/"), "{first:?}");
+    assert_ne!(modes(&term_slave), cooked, "raw while connected");
+    finish(&mut term_master, child.id());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert_eq!(modes(&term_slave), cooked, "terminal settings restored");
+    vmd.thread.join().unwrap();
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: rest.into_bytes(),
+    }
+}
+
+#[test]
+fn console_restores_the_terminal_on_escape() {
+    use std::io::Write;
+    let out = console_on_a_terminal(|term, _| term.write_all(b"~.").unwrap());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out), "\r\n[EOT]\r\n");
+}
+
+#[test]
+fn console_restores_the_terminal_on_a_signal() {
+    let out = console_on_a_terminal(|_, pid| {
+        // SAFETY: plain kill(2) of our own child.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    });
+    // The session ends cleanly, then the signal takes its default effect, so the caller
+    // sees that vmctl died of it.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+    assert_eq!(stderr(&out), "\r\n[EOT]\r\n");
+}
