@@ -6,8 +6,9 @@
 //! Hand-written rather than clap: clap cannot reproduce getopt's and vmctl's exact
 //! messages (`unknown option -- x`, `ambiguous argument: st`, per-command usage).
 //!
-//! Parsing is pure except for `realpath(3)` of the paths `start` takes, which is injected so
-//! tests need no files. Every failure is the list of lines to print to stderr before
+//! Parsing touches the file system only through `realpath(3)` of the paths `start` takes,
+//! which is injected so tests need no files (and `load`'s path is made absolute against the
+//! working directory). Every failure is the list of lines to print to stderr before
 //! exiting with status 1.
 
 use std::io;

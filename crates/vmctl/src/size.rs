@@ -162,6 +162,7 @@ pub fn parse_size(word: &str, kind: SizeKind) -> Result<Size, String> {
             crate::messages::strerror(e.errno())
         )
     })?;
+    // A negative size is below the minimum like any other small one.
     let bytes = u64::try_from(value).unwrap_or(0);
     if bytes < MIB {
         return Err(format!("{what} size must be at least 1MB"));
