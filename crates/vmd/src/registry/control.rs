@@ -169,3 +169,222 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ipc::proto::{StartRequest, VmState};
+    use vmconf::Owner;
+
+    use super::super::testutil::{config, registry, user, vm};
+    use super::super::StartPlan;
+    use super::*;
+
+    const ALICE: u32 = 1000;
+    const BOB: u32 = 1001;
+    const STAFF: u32 = 50;
+
+    fn web() -> VmRef {
+        VmRef::Name("web".into())
+    }
+
+    /// "web" owned by alice:staff, not started.
+    fn setup() -> Registry {
+        let mut v = vm("web");
+        v.enabled = false;
+        v.owner = Some(Owner {
+            uid: ALICE,
+            gid: Some(STAFF),
+        });
+        let mut r = registry();
+        r.load_config(&config(vec![v]));
+        r
+    }
+
+    fn start_as(r: &mut Registry, caller: &Caller) -> StartPlan {
+        let req = StartRequest {
+            vm: Some(web()),
+            ..StartRequest::default()
+        };
+        r.start_request(&req, caller, Instant::now()).unwrap()
+    }
+
+    fn alice() -> Caller {
+        user(ALICE, &[ALICE])
+    }
+
+    fn bob() -> Caller {
+        user(BOB, &[BOB])
+    }
+
+    #[test]
+    fn stop_of_an_unknown_vm_is_enoent() {
+        let mut r = setup();
+        let f = r
+            .stop_request(&VmRef::Name("nope".into()), &Caller::root(), false)
+            .unwrap_err();
+        assert_eq!(f.errno, libc::ENOENT);
+        assert_eq!(
+            r.stop_request(&VmRef::Id(99), &Caller::root(), true)
+                .unwrap_err()
+                .errno,
+            libc::ENOENT
+        );
+    }
+
+    #[test]
+    fn stop_of_a_stopped_vm_is_stop_invalid() {
+        let mut r = setup();
+        let f = r.stop_request(&web(), &alice(), false).unwrap_err();
+        assert_eq!(f.code, Some(VmdError::StopInvalid));
+        assert_eq!(f.errno, libc::EINVAL);
+    }
+
+    #[test]
+    fn stop_marks_stopping_and_a_second_stop_is_ealready() {
+        let mut r = setup();
+        let p = start_as(&mut r, &alice());
+        assert_eq!(
+            r.stop_request(&web(), &alice(), false),
+            Ok(StopAction {
+                id: p.id,
+                force: false
+            })
+        );
+        assert_eq!(r.get(&web()).unwrap().state(), VmState::Stopping);
+        let f = r.stop_request(&web(), &alice(), false).unwrap_err();
+        assert_eq!(f.errno, libc::EALREADY);
+        // -f always goes through.
+        assert_eq!(
+            r.stop_request(&web(), &alice(), true),
+            Ok(StopAction {
+                id: p.id,
+                force: true
+            })
+        );
+    }
+
+    #[test]
+    fn stop_by_another_user_is_eperm() {
+        let mut r = setup();
+        start_as(&mut r, &alice());
+        let f = r.stop_request(&web(), &bob(), false).unwrap_err();
+        assert_eq!(f.errno, libc::EPERM);
+        assert_eq!(r.get(&web()).unwrap().state(), VmState::Running);
+    }
+
+    #[test]
+    fn group_member_and_root_may_stop() {
+        let mut r = setup();
+        start_as(&mut r, &alice());
+        assert!(r
+            .stop_request(&web(), &user(BOB, &[BOB, STAFF]), false)
+            .is_ok());
+        assert!(r.stop_request(&web(), &Caller::root(), true).is_ok());
+    }
+
+    #[test]
+    fn a_running_vm_belongs_to_its_starter() {
+        // Root started alice's VM: while it runs, alice (no group membership) may not
+        // stop it, as in vmd; staff members still may.
+        let mut r = setup();
+        start_as(&mut r, &Caller::root());
+        assert_eq!(
+            r.stop_request(&web(), &alice(), false).unwrap_err().errno,
+            libc::EPERM
+        );
+        assert!(r.pause_request(&web(), &user(ALICE, &[STAFF])).is_ok());
+    }
+
+    #[test]
+    fn wait_needs_a_running_vm_and_permission() {
+        let mut r = setup();
+        assert_eq!(
+            r.wait_request(&web(), &alice()).unwrap_err().code,
+            Some(VmdError::StopInvalid)
+        );
+        let p = start_as(&mut r, &alice());
+        assert_eq!(r.wait_request(&web(), &alice()), Ok(p.id));
+        assert_eq!(
+            r.wait_request(&web(), &bob()).unwrap_err().errno,
+            libc::EPERM
+        );
+        assert_eq!(
+            r.wait_request(&VmRef::Id(42), &alice()).unwrap_err().errno,
+            libc::ENOENT
+        );
+    }
+
+    #[test]
+    fn pause_and_unpause_rules() {
+        let mut r = setup();
+        assert_eq!(
+            r.pause_request(&web(), &alice()).unwrap_err().errno,
+            libc::EINVAL
+        );
+        let p = start_as(&mut r, &alice());
+        assert_eq!(
+            r.pause_request(&web(), &bob()).unwrap_err().errno,
+            libc::EPERM
+        );
+        assert_eq!(
+            r.unpause_request(&web(), &alice()).unwrap_err().errno,
+            libc::EINVAL
+        );
+        assert_eq!(r.pause_request(&web(), &alice()), Ok(p.id));
+        r.mark_paused(p.id).unwrap();
+        assert_eq!(
+            r.pause_request(&web(), &alice()).unwrap_err().errno,
+            libc::EALREADY
+        );
+        assert_eq!(r.unpause_request(&web(), &alice()), Ok(p.id));
+        assert_eq!(
+            r.unpause_request(&VmRef::Name("x".into()), &alice())
+                .unwrap_err()
+                .errno,
+            libc::ENOENT
+        );
+    }
+
+    #[test]
+    fn console_for_the_owner_once_the_tty_exists() {
+        let mut r = setup();
+        assert_eq!(
+            r.console_request(&web(), &alice()).unwrap_err().errno,
+            libc::ENOENT
+        );
+        let p = start_as(&mut r, &alice());
+        assert_eq!(
+            r.console_request(&web(), &alice()).unwrap_err().errno,
+            libc::EAGAIN
+        );
+        r.mark_running(p.id, p.generation, 7, "/dev/pts/5".into())
+            .unwrap();
+        assert_eq!(
+            r.console_request(&web(), &alice()),
+            Ok((p.id, "/dev/pts/5".to_owned()))
+        );
+        assert_eq!(
+            r.console_request(&web(), &bob()).unwrap_err().errno,
+            libc::EPERM
+        );
+    }
+
+    #[test]
+    fn break_needs_a_vm_process() {
+        let mut r = setup();
+        let p = start_as(&mut r, &alice());
+        assert_eq!(
+            r.break_request(&web(), &alice()).unwrap_err().errno,
+            libc::EINVAL
+        );
+        r.mark_running(p.id, p.generation, 7, "/dev/pts/5".into())
+            .unwrap();
+        assert_eq!(r.break_request(&web(), &alice()), Ok(p.id));
+        assert_eq!(
+            r.break_request(&web(), &bob()).unwrap_err().errno,
+            libc::EPERM
+        );
+    }
+}

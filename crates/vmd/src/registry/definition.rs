@@ -300,3 +300,68 @@ pub(crate) fn resolve(
         requester: d.requester,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{user, vm, SeqRandom};
+    use super::*;
+
+    fn resolved(d: Draft) -> Result<VmDef, Failure> {
+        resolve(d, &[], &mut SeqRandom::default())
+    }
+
+    #[test]
+    fn defaults_are_one_vcpu_and_512m_owned_by_root() {
+        let def = resolved(Draft::from_config(&vm("a"))).unwrap();
+        assert_eq!(def.cpus, 1);
+        assert_eq!(def.memory, 512 << 20);
+        assert_eq!(def.owner, Owner { uid: 0, gid: None });
+    }
+
+    #[test]
+    fn initrd_and_cmdline_need_a_kernel() {
+        let mut d = Draft::from_config(&vm("a"));
+        d.cmdline = Some("quiet".into());
+        assert_eq!(resolved(d.clone()).unwrap_err().errno, libc::EINVAL);
+        d.boot = Some(PathBuf::from("/vmlinuz"));
+        assert!(resolved(d).is_ok());
+    }
+
+    #[test]
+    fn request_drafts_remember_what_the_user_supplied() {
+        let req = StartRequest {
+            boot: Some(PathBuf::from("/k")),
+            disks: vec![proto::DiskSpec {
+                path: PathBuf::from("/d"),
+                format: Some(proto::DiskFormat::Qcow2),
+            }],
+            ..StartRequest::default()
+        };
+        let d = Draft::from_request("x", &req, &user(1000, &[1000]));
+        assert_eq!(
+            d.user_files,
+            UserFiles {
+                boot: true,
+                initrd: false,
+                cdrom: false,
+                disks: true
+            }
+        );
+        assert_eq!(d.disks[0].format, Some(DiskFormat::Qcow2));
+        assert_eq!(d.requester, Some(user(1000, &[1000])));
+        let d = Draft::from_request("x", &req, &Caller::root());
+        assert_eq!(d.requester, None);
+    }
+
+    #[test]
+    fn nic_specs_become_interfaces_in_order() {
+        let req = StartRequest {
+            nics: vec![NicSpec::Switch("sw".into()), NicSpec::Local, NicSpec::Plain],
+            ..StartRequest::default()
+        };
+        let d = Draft::from_request("x", &req, &Caller::root());
+        assert_eq!(d.nics[0].switch.as_deref(), Some("sw"));
+        assert!(d.nics[1].local);
+        assert_eq!(d.nics[2], Interface::default());
+    }
+}

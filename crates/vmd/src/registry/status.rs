@@ -82,3 +82,144 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use ipc::proto::{StartRequest, VmState};
+    use vmconf::Owner;
+
+    use super::super::testutil::{config, registry, user, vm};
+    use super::super::Caller;
+    use super::*;
+
+    struct Names;
+
+    impl NameLookup for Names {
+        fn user_name(&self, uid: u32) -> Option<String> {
+            match uid {
+                0 => Some("root".into()),
+                1000 => Some("alice".into()),
+                _ => None,
+            }
+        }
+        fn group_name(&self, gid: u32) -> Option<String> {
+            (gid == 50).then(|| "staff".into())
+        }
+    }
+
+    fn rss(pid: u32) -> Option<u64> {
+        Some(u64::from(pid) * 4096)
+    }
+
+    /// a (disabled, alice:staff), b (enabled), c (disabled, gid 77); b and c started, b up.
+    fn setup() -> Registry {
+        let mut a = vm("a");
+        a.enabled = false;
+        a.owner = Some(Owner {
+            uid: 1000,
+            gid: Some(50),
+        });
+        let b = vm("b");
+        let mut c = vm("c");
+        c.enabled = false;
+        c.owner = Some(Owner {
+            uid: 1001,
+            gid: Some(77),
+        });
+        c.memory = Some(1 << 30);
+        let mut r = registry();
+        r.load_config(&config(vec![a, b, c]));
+        let now = Instant::now();
+        let start = |r: &mut Registry, name: &str, who: &Caller| {
+            let req = StartRequest {
+                vm: Some(VmRef::Name(name.into())),
+                ..StartRequest::default()
+            };
+            r.start_request(&req, who, now).unwrap()
+        };
+        let c_plan = start(&mut r, "c", &user(1001, &[1001]));
+        r.mark_running(c_plan.id, c_plan.generation, 300, "/dev/pts/1".into())
+            .unwrap();
+        r
+    }
+
+    #[test]
+    fn running_first_then_registration_order() {
+        let r = setup();
+        let rows = r.status(None, false, &Names, &rss);
+        let names: Vec<&str> = rows.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["c", "a", "b"]);
+        assert_eq!(rows[2].state, VmState::Waiting);
+        assert_eq!(rows[1].state, VmState::Stopped);
+    }
+
+    #[test]
+    fn running_row_fields() {
+        let r = setup();
+        let row = &r.status(None, false, &Names, &rss)[0];
+        assert_eq!(row.id, 3);
+        assert_eq!(row.pid, Some(300));
+        assert_eq!(row.cur_mem, Some(300 * 4096));
+        assert_eq!(row.max_mem, 1 << 30);
+        assert_eq!(row.vcpus, 1);
+        assert_eq!(row.tty.as_deref(), Some("/dev/pts/1"));
+        assert_eq!(row.uid, 1001);
+        assert_eq!(row.user, None, "uid without a name");
+        assert_eq!(row.group.as_deref(), Some("77"), "gid without a name");
+        assert_eq!(row.state, VmState::Running);
+    }
+
+    #[test]
+    fn stopped_row_fields() {
+        let r = setup();
+        let row = r
+            .status(Some(&VmRef::Name("a".into())), false, &Names, &rss)
+            .remove(0);
+        assert_eq!(row.pid, None);
+        assert_eq!(row.cur_mem, None);
+        assert_eq!(row.tty, None);
+        assert_eq!(row.user.as_deref(), Some("alice"));
+        assert_eq!(row.group.as_deref(), Some("staff"));
+    }
+
+    #[test]
+    fn filters() {
+        let r = setup();
+        let running = r.status(None, true, &Names, &rss);
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].name, "c");
+        assert_eq!(
+            r.status(Some(&VmRef::Id(2)), false, &Names, &rss)[0].name,
+            "b"
+        );
+        assert!(r.status(Some(&VmRef::Id(2)), true, &Names, &rss).is_empty());
+        assert!(r
+            .status(Some(&VmRef::Id(9)), false, &Names, &rss)
+            .is_empty());
+    }
+
+    #[test]
+    fn running_vm_shows_its_starter() {
+        let mut r = setup();
+        let req = StartRequest {
+            vm: Some(VmRef::Name("a".into())),
+            ..StartRequest::default()
+        };
+        // A staff member starts alice's VM.
+        r.start_request(&req, &user(1005, &[50]), Instant::now())
+            .unwrap();
+        let row = r
+            .status(Some(&VmRef::Name("a".into())), false, &Names, &rss)
+            .remove(0);
+        assert_eq!(row.uid, 1005);
+        assert_eq!(row.group.as_deref(), Some("staff"));
+    }
+
+    #[test]
+    fn system_names_resolve_root() {
+        assert_eq!(SystemNames.user_name(0).as_deref(), Some("root"));
+        assert!(SystemNames.group_name(0).is_some());
+    }
+}
