@@ -161,10 +161,3 @@ fn unknown_flag_is_usage_error() {
         stderr(&o)
     );
 }
-
-#[test]
-fn without_n_the_daemon_is_not_there_yet() {
-    let o = vmd(&["-d"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not implemented"), "{}", stderr(&o));
-}
