@@ -155,8 +155,9 @@ pub fn command_failed(resp: &Response) -> String {
     }
 }
 
-/// `console`: the VM's id and tty, or the line to print. A VM that is unknown or not
-/// running has no console; any other refusal is reported as vmd gave it.
+/// `console`: the VM's id and tty, or the line to print. A VM that is unknown, not running
+/// or without a tty yet (EAGAIN, while it starts) has no console, as OpenBSD's vmctl finds
+/// no tty in the VM list; any other refusal (EPERM) is reported as vmd gave it.
 pub fn console_reply(resp: &Response) -> Result<(u32, String), String> {
     match resp {
         Response::Console { id, tty } => Ok((*id, tty.clone())),
@@ -166,7 +167,9 @@ pub fn console_reply(resp: &Response) -> Result<(u32, String), String> {
         } => Err(warnx("console not found")),
         Response::Failed {
             errno, code: None, ..
-        } if matches!(*errno, 0 | libc::ENOENT | libc::EINVAL) => Err(warnx("console not found")),
+        } if matches!(*errno, 0 | libc::ENOENT | libc::EINVAL | libc::EAGAIN) => {
+            Err(warnx("console not found"))
+        }
         Response::Failed { .. } => Err(command_failed(resp)),
         _ => Err(warnx(UNEXPECTED)),
     }
@@ -356,6 +359,10 @@ mod tests {
         );
         assert_eq!(
             console_reply(&failed(libc::ENOENT, None)),
+            Err("vmctl: console not found".into())
+        );
+        assert_eq!(
+            console_reply(&failed(libc::EAGAIN, None)),
             Err("vmctl: console not found".into())
         );
         assert_eq!(
