@@ -41,7 +41,7 @@ pub struct Nic {
 /// Which files came from a non-root user's request and so are checked against that user
 /// (spec §4.5); anything from the configuration or a template is not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UserFiles {
+pub(crate) struct UserFiles {
     pub boot: bool,
     pub initrd: bool,
     pub cdrom: bool,
@@ -71,9 +71,9 @@ pub struct VmDef {
     pub sev: Sev,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
-    pub user_files: UserFiles,
+    pub(crate) user_files: UserFiles,
     /// The non-root user who created this VM by request (their file access is checked).
-    pub requester: Option<Caller>,
+    pub(crate) requester: Option<Caller>,
 }
 
 /// A definition before registration: unset options stay `None` so that an instance can

@@ -8,9 +8,9 @@ use super::error::Failure;
 
 /// The first three bytes: the kernel's fake-address prefix `fe:e1:ba` with the third byte
 /// plus one, so the VM side and the host (tap) side are told apart.
-pub const GENERATED_MAC_PREFIX: [u8; 3] = [0xfe, 0xe1, 0xbb];
+const GENERATED_MAC_PREFIX: [u8; 3] = [0xfe, 0xe1, 0xbb];
 /// High nibble of the fourth byte; the low nibble is the NIC index + 1.
-pub const GENERATED_MAC_INDEX_BASE: u8 = 0xd0;
+const GENERATED_MAC_INDEX_BASE: u8 = 0xd0;
 
 /// Where random bytes come from; injected so tests are deterministic.
 pub trait RandomSource {
@@ -32,7 +32,7 @@ impl RandomSource for OsRandom {
 }
 
 /// A MAC for NIC number `index` (0-based).
-pub fn generate_mac(index: usize, rng: &mut dyn RandomSource) -> Result<MacAddr, Failure> {
+pub(crate) fn generate_mac(index: usize, rng: &mut dyn RandomSource) -> Result<MacAddr, Failure> {
     let mut random = [0u8; 2];
     rng.fill(&mut random)
         .map_err(|e| Failure::errno(libc::EIO, format!("cannot generate a MAC address: {e}")))?;

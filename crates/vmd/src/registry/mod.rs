@@ -33,15 +33,12 @@ use vmconf::{Global, Switch};
 
 pub use config::LoadProblem;
 pub use control::StopAction;
-pub use definition::{Disk, Nic, UserFiles, VmDef};
+pub use definition::{Disk, Nic, VmDef};
 pub use error::Failure;
 pub use files::{check_file_access, FileAccess, FileKind, FileMeta, FileUse, Need, SystemFiles};
 pub use ids::VmId;
-pub use mac::{
-    generate_mac, OsRandom, RandomSource, GENERATED_MAC_INDEX_BASE, GENERATED_MAC_PREFIX,
-};
-pub use name::check_name;
-pub use permission::{authorize, needs_root, owner_admits, Caller, ROOT_UID};
+pub use mac::{OsRandom, RandomSource};
+pub use permission::{authorize, needs_root, Caller};
 pub use restart::{START_RATE_LIMIT, START_RATE_WINDOW};
 pub use stagger::DEFAULT_STAGGER_DELAY;
 pub use start::{NicPlan, StartPlan};

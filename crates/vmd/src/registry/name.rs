@@ -7,7 +7,7 @@ use vmconf::validate::{check_vm_name, MAX_NAME_LEN};
 use super::error::Failure;
 
 /// EINVAL with vmd's reason if `name` may not name a VM.
-pub fn check_name(name: &str) -> Result<(), Failure> {
+pub(crate) fn check_name(name: &str) -> Result<(), Failure> {
     if name.len() > MAX_NAME_LEN {
         return Err(Failure::errno(
             libc::EINVAL,

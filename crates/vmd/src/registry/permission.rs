@@ -7,7 +7,7 @@ use vmconf::Owner;
 use super::error::Failure;
 
 /// The uid of root, who passes every check.
-pub const ROOT_UID: u32 = 0;
+pub(crate) const ROOT_UID: u32 = 0;
 
 /// The user behind a request: the peer's uid (SO_PEERCRED) and every group they belong to
 /// (primary and supplementary), which the parent looks up once per connection.
@@ -38,7 +38,7 @@ impl Caller {
 /// `vm_checkperm`: root always; else the user `uid` names; else a member of the owner's
 /// group. `uid` is the one that counts for the VM's current state (the starter while it
 /// runs, the configured owner otherwise), while the group is always the configured one.
-pub fn owner_admits(uid: u32, owner: Owner, caller: &Caller) -> bool {
+pub(crate) fn owner_admits(uid: u32, owner: Owner, caller: &Caller) -> bool {
     caller.is_root() || caller.uid == uid || owner.gid.is_some_and(|g| caller.in_group(g))
 }
 

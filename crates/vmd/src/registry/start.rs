@@ -58,7 +58,8 @@ pub struct StartPlan {
     pub files: Vec<FileUse>,
 }
 
-/// `-b` (with the extension's initrd and cmdline) for one start of an existing VM.
+/// `-b` (with the extension's initrd and cmdline) for one start of an existing VM. A guest
+/// reboot during that run boots the configured image again, as the next boot should.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct BootOverride {
     boot: PathBuf,
