@@ -20,6 +20,7 @@ mod instance;
 mod mac;
 mod name;
 mod permission;
+mod quota;
 mod restart;
 mod stagger;
 mod start;
@@ -39,6 +40,7 @@ pub use files::{check_file_access, FileAccess, FileKind, FileMeta, FileUse, Need
 pub use ids::VmId;
 pub use mac::{OsRandom, RandomSource};
 pub use permission::{authorize, needs_root, Caller};
+pub use quota::UserLimits;
 pub use restart::{START_RATE_LIMIT, START_RATE_WINDOW};
 pub use stagger::DEFAULT_STAGGER_DELAY;
 pub use start::{NicPlan, StartPlan};
@@ -114,6 +116,8 @@ pub struct Registry {
     /// Last run generation handed out; global so it never repeats, even across `reset`.
     generation: u64,
     stagger: Stagger,
+    /// Per-user limits on running VMs; off unless the daemon sets them.
+    user_limits: Option<UserLimits>,
 }
 
 impl Registry {
@@ -129,6 +133,7 @@ impl Registry {
             rng,
             generation: 0,
             stagger: Stagger::default(),
+            user_limits: None,
         }
     }
 

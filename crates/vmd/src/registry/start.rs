@@ -228,6 +228,7 @@ impl Registry {
         tty: Option<String>,
         now: Instant,
     ) -> Result<StartPlan, Failure> {
+        self.check_user_limits(idx, &started_by)?;
         let e = &mut self.vms[idx];
         if !e.limiter.admit(now) {
             return Err(Failure::errno(
