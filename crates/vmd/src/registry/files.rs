@@ -91,32 +91,48 @@ pub struct FileUse {
     pub check_as: Option<Caller>,
 }
 
-impl FileUse {
-    /// The failure for a file that is missing or not a regular file.
-    fn unusable(&self, why: &str) -> Failure {
-        let message = format!("{}: {why}", self.path.display());
-        match self.kind {
-            FileKind::DefaultBios => Failure::code(VmdError::BiosMissing, message),
-            FileKind::Kernel | FileKind::Initrd => Failure::errno(libc::EINVAL, message),
-            FileKind::Cdrom if why == NOT_REGULAR => Failure::code(VmdError::CdromInvalid, message),
-            FileKind::Cdrom => Failure::code(VmdError::CdromMissing, message),
-            FileKind::Disk | FileKind::DiskBase => Failure::code(VmdError::DiskMissing, message),
-        }
-    }
+/// Why a file cannot be used at all.
+enum Unusable {
+    Missing,
+    NotRegular,
+    Io(io::Error),
 }
 
-const NOT_REGULAR: &str = "not a regular file";
+impl FileUse {
+    /// The failure vmctl expects for a file that cannot be used, by what the file is for.
+    fn unusable(&self, why: Unusable) -> Failure {
+        let path = self.path.display();
+        let (errno, message) = match &why {
+            Unusable::Missing => (libc::ENOENT, format!("{path}: not found")),
+            Unusable::NotRegular => (libc::EINVAL, format!("{path}: not a regular file")),
+            Unusable::Io(e) => (
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("{path}: {e}"),
+            ),
+        };
+        let code = match (self.kind, &why) {
+            (FileKind::DefaultBios, _) => VmdError::BiosMissing,
+            (FileKind::Kernel | FileKind::Initrd, _) => return Failure::errno(errno, message),
+            (FileKind::Cdrom, Unusable::NotRegular) => VmdError::CdromInvalid,
+            (FileKind::Cdrom, _) => VmdError::CdromMissing,
+            (FileKind::Disk | FileKind::DiskBase, _) => VmdError::DiskMissing,
+        };
+        Failure::code(code, message)
+    }
+}
 
 /// Checks one file: it must exist and be a regular file, and if a non-root user supplied
 /// it, that user must have the needed access.
 pub fn check_file_access(fs: &dyn FileAccess, file: &FileUse) -> Result<(), Failure> {
     let meta = match fs.metadata(&file.path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(file.unusable("not found")),
-        Err(e) => return Err(file.unusable(&e.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(file.unusable(Unusable::Missing))
+        }
+        Err(e) => return Err(file.unusable(Unusable::Io(e))),
     };
     if !meta.regular {
-        return Err(file.unusable(NOT_REGULAR));
+        return Err(file.unusable(Unusable::NotRegular));
     }
     match &file.check_as {
         Some(caller) if !caller.is_root() && !permits(&meta, caller, file.need) => {
@@ -250,6 +266,8 @@ mod tests {
             check_file_access(&fs, &u).unwrap_err().code,
             Some(VmdError::DiskMissing)
         );
+        u.kind = FileKind::Kernel;
+        assert_eq!(check_file_access(&fs, &u).unwrap_err().errno, libc::EINVAL);
     }
 
     #[test]
@@ -271,7 +289,7 @@ mod tests {
             Some(VmdError::DiskMissing)
         );
         u.kind = FileKind::Kernel;
-        assert_eq!(check_file_access(&fs, &u).unwrap_err().errno, libc::EINVAL);
+        assert_eq!(check_file_access(&fs, &u).unwrap_err().errno, libc::ENOENT);
     }
 
     #[test]
