@@ -9,7 +9,7 @@ use clap::Parser;
 #[command(
     name = "vmd",
     about = "virtual machine daemon",
-    override_usage = "vmd [-dnv] [-D macro=value] [-f file]",
+    override_usage = "vmd [-dnv] [-D macro=value] [-f file] [-s socket]",
     disable_version_flag = true
 )]
 pub struct Args {
@@ -32,6 +32,10 @@ pub struct Args {
     /// Configuration file [default: /etc/vm.conf].
     #[arg(short = 'f', value_name = "file")]
     pub file: Option<PathBuf>,
+
+    /// Control socket [default: /var/run/vmd.sock].
+    #[arg(short = 's', value_name = "socket", default_value = ipc::proto::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 impl Args {

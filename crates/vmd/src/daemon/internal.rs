@@ -1,0 +1,140 @@
+//! Messages between vmd's own processes (parent, control, vmm, one process per VM). The
+//! client protocol (vmctl <-> control) is `ipc::proto`; these never leave the daemon.
+
+use serde::{Deserialize, Serialize};
+
+use ipc::proto::{Request, Response};
+
+/// A control-socket client, as numbered by the control process.
+pub type ClientId = u64;
+
+/// Who sent a request: from SO_PEERCRED, with supplementary groups looked up by control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// Peer uid.
+    pub uid: u32,
+    /// Primary and supplementary gids.
+    pub gids: Vec<u32>,
+}
+
+/// control -> parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlToParent {
+    /// A client request (fds attached for `start -b`).
+    Request {
+        client: ClientId,
+        caller: Caller,
+        request: Box<Request>,
+    },
+    /// The client went away: forget its waits.
+    Gone { client: ClientId },
+}
+
+/// parent -> control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ParentToControl {
+    /// Deliver `response` to `client`. Clients close their connections themselves.
+    Reply {
+        client: ClientId,
+        response: Response,
+    },
+}
+
+/// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
+/// the boot image, the initrd (if `has_initrd`), the console pty master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    /// vmd's VM id.
+    pub id: u32,
+    /// VM name (process title, log prefix).
+    pub name: String,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Name of the boot image for messages.
+    pub boot_name: String,
+    /// Whether an initrd fd is attached.
+    pub has_initrd: bool,
+    /// Kernel command line.
+    pub cmdline: String,
+}
+
+/// parent -> vmm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ParentToVmm {
+    /// Start a VM process (fds attached as [`Launch`] says).
+    Start(Launch),
+    /// Ask the guest to power off (ACPI power button).
+    Shutdown { id: u32 },
+    /// Stop now.
+    Terminate { id: u32 },
+    /// Pause the vCPUs.
+    Pause { id: u32 },
+    /// Resume the vCPUs.
+    Unpause { id: u32 },
+    /// BREAK on the serial port.
+    Break { id: u32 },
+    /// Log verbosity for vmm and every VM process.
+    Verbose { level: u8 },
+}
+
+/// How a VM process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmEnd {
+    /// The guest powered off.
+    Poweroff,
+    /// The guest rebooted: the parent decides whether to restart it.
+    Reboot,
+    /// The guest crashed or the VM process failed.
+    Crash,
+    /// Stopped on request (forced).
+    Stopped,
+}
+
+/// vmm -> parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum VmmToParent {
+    /// The VM process runs.
+    Started { id: u32, pid: u32 },
+    /// The VM could not be built (bad image, KVM failure): errno-ish code and message.
+    StartFailed {
+        id: u32,
+        errno: i32,
+        message: String,
+    },
+    /// Pause/unpause done.
+    Paused { id: u32, paused: bool },
+    /// The VM process ended.
+    Exited { id: u32, end: VmEnd },
+}
+
+/// vmm -> one VM process, after [`Launch`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum VmCommand {
+    /// ACPI power button.
+    Shutdown,
+    /// Stop at once.
+    Terminate,
+    /// Pause the vCPUs.
+    Pause,
+    /// Resume.
+    Unpause,
+    /// Serial BREAK.
+    Break,
+    /// Log verbosity.
+    Verbose(u8),
+}
+
+/// One VM process -> vmm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum VmReport {
+    /// The VM is built and its vCPUs run.
+    Running,
+    /// Building failed before any guest code ran.
+    Failed { errno: i32, message: String },
+    /// Pause state changed.
+    Paused(bool),
+    /// The VM ended.
+    Ended(VmEnd),
+}

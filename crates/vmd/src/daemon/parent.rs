@@ -1,0 +1,694 @@
+//! The parent process (root): owns the configuration and the VM registry, opens every
+//! resource a VM needs (after the registry's access checks) and hands it down, and routes
+//! requests and events between the control and vmm processes (spec §1, §4).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipc::proto::{Request, Response, VmRef};
+use ipc::Channel;
+
+use super::internal::{
+    ClientId, ControlToParent, Launch, ParentToControl, ParentToVmm, VmEnd, VmmToParent,
+};
+use super::pty::{self, Console};
+use super::spawn::{self, Inherit};
+use super::{log, privdrop, signals};
+use crate::registry::{
+    self, AfterExit, Caller, Exit, Failure, Registry, StartPlan, SystemFiles, SystemNames,
+};
+use crate::{log_debug, log_info, log_warn};
+
+/// Debian's SeaBIOS, used when vmd's default BIOS path does not exist (DESIGN.md §1).
+pub const SEABIOS: &str = "/usr/share/seabios/bios.bin";
+/// How long daemon shutdown waits for VMs to end before leaving them to the vmm.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Longest idle wait of the event loop (staggered starts are checked at least this often).
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the daemon was started with.
+pub struct Options {
+    /// `-f` (None: /etc/vm.conf, missing is fine).
+    pub config: Option<PathBuf>,
+    /// `-D` macros.
+    pub macros: Vec<(String, String)>,
+    /// `-s`.
+    pub socket: PathBuf,
+    /// `-d` and `-v`.
+    pub inherit: Inherit,
+}
+
+enum Event {
+    Control(Box<ControlToParent>, Vec<OwnedFd>),
+    Vmm(VmmToParent),
+    ChildGone(&'static str),
+    Signal(i32),
+}
+
+/// A VM the parent has handed to vmm: its console and the files to start it again with.
+struct Live {
+    generation: u64,
+    console: Console,
+    boot: File,
+    initrd: Option<File>,
+    /// The client waiting for `start`'s answer.
+    starter: Option<ClientId>,
+    /// Clients waiting for a pause/unpause answer.
+    pausers: Vec<(ClientId, bool)>,
+}
+
+struct Parent {
+    opts: Options,
+    registry: Registry,
+    control: Arc<Channel>,
+    vmm: Arc<Channel>,
+    live: HashMap<u32, Live>,
+    waiters: HashMap<u32, Vec<ClientId>>,
+    shutting_down: bool,
+}
+
+/// Run the daemon's parent process.
+pub fn run(opts: Options) -> ExitCode {
+    log::init("vmd", opts.inherit.foreground, opts.inherit.verbosity);
+    let parsed = match load_config(&opts) {
+        Ok(p) => p,
+        Err(()) => return ExitCode::FAILURE,
+    };
+    if let Err(e) = privdrop::lookup_user(privdrop::VMD_USER) {
+        log_warn!("{e}");
+        return ExitCode::FAILURE;
+    }
+    if !opts.inherit.foreground {
+        // SAFETY: no threads exist yet; daemon(3) forks and detaches from the terminal.
+        if unsafe { libc::daemon(0, 0) } != 0 {
+            log_warn!("daemon: {}", std::io::Error::last_os_error());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = signals::block() {
+        log_warn!("signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let owner = parsed.global.socket_owner;
+    let control = match start_child(
+        "control",
+        &opts.inherit,
+        &[
+            "--socket".into(),
+            opts.socket.display().to_string(),
+            "--owner".into(),
+            format!("{}:{}", owner.uid, owner.gid),
+        ],
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            log_warn!("starting control: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let vmm = match start_child("vmm", &opts.inherit, &[]) {
+        Ok(c) => c,
+        Err(e) => {
+            log_warn!("starting vmm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut registry = Registry::new(parsed.global.clone(), cpus, Box::new(registry::OsRandom));
+    for p in registry.load_config(&parsed) {
+        log_warn!("{p}");
+    }
+    let (tx, rx) = mpsc::channel();
+    forward::<ControlToParent>(&control, tx.clone(), "control", |m, fds| {
+        Event::Control(Box::new(m), fds)
+    });
+    forward::<VmmToParent>(&vmm, tx.clone(), "vmm", |m, _| Event::Vmm(m));
+    signals::forward(move |s| {
+        let _ = tx.send(Event::Signal(s));
+    });
+    log_info!("started");
+    let mut parent = Parent {
+        opts,
+        registry,
+        control,
+        vmm,
+        live: HashMap::new(),
+        waiters: HashMap::new(),
+        shutting_down: false,
+    };
+    parent.event_loop(&rx)
+}
+
+fn load_config(opts: &Options) -> Result<vmconf::Config, ()> {
+    let vopts = vmconf::Options {
+        macros: opts.macros.clone(),
+        ..Default::default()
+    };
+    match vmconf::load(opts.config.as_deref(), &vopts) {
+        Ok(p) => {
+            for w in p.warnings {
+                log_warn!("{w}");
+            }
+            Ok(p.config)
+        }
+        Err(errors) => {
+            for e in errors {
+                log_warn!("{e}");
+            }
+            Err(())
+        }
+    }
+}
+
+fn start_child(role: &str, inherit: &Inherit, extra: &[String]) -> std::io::Result<Arc<Channel>> {
+    let (ours, theirs) = Channel::pair()?;
+    spawn::spawn(role, theirs, inherit, extra)?;
+    Ok(Arc::new(ours))
+}
+
+/// Read messages from a child on a thread of their own and feed them to the event loop.
+fn forward<T: serde::de::DeserializeOwned + Send + 'static>(
+    chan: &Arc<Channel>,
+    tx: mpsc::Sender<Event>,
+    name: &'static str,
+    wrap: fn(T, Vec<OwnedFd>) -> Event,
+) {
+    let chan = chan.clone();
+    std::thread::spawn(move || loop {
+        match chan.recv::<T>() {
+            Ok((m, fds)) => {
+                if tx.send(wrap(m, fds)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log_debug!("{name} channel: {e}");
+                let _ = tx.send(Event::ChildGone(name));
+                return;
+            }
+        }
+    });
+}
+
+impl Parent {
+    fn event_loop(&mut self, rx: &mpsc::Receiver<Event>) -> ExitCode {
+        let mut shutdown_deadline = None;
+        loop {
+            let now = Instant::now();
+            for started in self.registry.due_starts(now) {
+                match started {
+                    Ok(plan) => self.launch(plan, None, Vec::new()),
+                    Err(f) => log_warn!("{}", f.message),
+                }
+            }
+            if self.shutting_down
+                && (self.live.is_empty() || shutdown_deadline.is_some_and(|d| now >= d))
+            {
+                log_info!("exiting");
+                return ExitCode::SUCCESS;
+            }
+            let wait = self
+                .registry
+                .next_start_due(now)
+                .map(|t| t.saturating_duration_since(now))
+                .unwrap_or(TICK)
+                .min(TICK);
+            match rx.recv_timeout(wait) {
+                Ok(Event::Control(msg, fds)) => self.control_message(*msg, fds),
+                Ok(Event::Vmm(msg)) => self.vmm_message(msg),
+                Ok(Event::ChildGone(name)) => {
+                    log_warn!("{name} process went away: exiting");
+                    return ExitCode::FAILURE;
+                }
+                Ok(Event::Signal(s)) if s == libc::SIGHUP => self.reload(None),
+                Ok(Event::Signal(_)) => {
+                    if !self.shutting_down {
+                        log_info!("shutting down: stopping every VM");
+                        self.shutting_down = true;
+                        shutdown_deadline = Some(Instant::now() + SHUTDOWN_WAIT);
+                        for id in self.registry.running_ids() {
+                            if let Ok(a) =
+                                self.registry
+                                    .stop_request(&VmRef::Id(id), &Caller::root(), true)
+                            {
+                                self.to_vmm(&ParentToVmm::Terminate { id: a.id });
+                            }
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return ExitCode::FAILURE,
+            }
+        }
+    }
+
+    fn reply(&self, client: ClientId, response: Response) {
+        let _ = self
+            .control
+            .send(&ParentToControl::Reply { client, response }, &[]);
+    }
+
+    fn fail(&self, client: ClientId, f: &Failure) {
+        log_info!("{}", f.message);
+        self.reply(client, f.to_response());
+    }
+
+    fn to_vmm(&self, msg: &ParentToVmm) {
+        if let Err(e) = self.vmm.send(msg, &[]) {
+            log_warn!("vmm: {e}");
+        }
+    }
+
+    fn control_message(&mut self, msg: ControlToParent, fds: Vec<OwnedFd>) {
+        let (client, caller, request) = match msg {
+            ControlToParent::Gone { client } => {
+                for w in self.waiters.values_mut() {
+                    w.retain(|c| *c != client);
+                }
+                return;
+            }
+            ControlToParent::Request {
+                client,
+                caller,
+                request,
+            } => (client, caller, request),
+        };
+        let caller = Caller {
+            uid: caller.uid,
+            gids: caller.gids,
+        };
+        if let Err(f) = registry::authorize(&request, &caller) {
+            return self.fail(client, &f);
+        }
+        log_debug!("uid {} request {request:?}", caller.uid);
+        match *request {
+            Request::Start(req) => match self.registry.start_request(&req, &caller, Instant::now())
+            {
+                Ok(plan) => self.launch(plan, Some(client), fds),
+                Err(f) => self.fail(client, &f),
+            },
+            Request::Stop { vm, force, wait } => {
+                match self.registry.stop_request(&vm, &caller, force) {
+                    Ok(action) => {
+                        let msg = if action.force {
+                            ParentToVmm::Terminate { id: action.id }
+                        } else {
+                            ParentToVmm::Shutdown { id: action.id }
+                        };
+                        self.to_vmm(&msg);
+                        self.reply(client, Response::StopAccepted { id: action.id });
+                        if wait || action.force {
+                            self.waiters.entry(action.id).or_default().push(client);
+                        }
+                    }
+                    Err(f) => self.fail(client, &f),
+                }
+            }
+            Request::Wait(vm) => match self.registry.wait_request(&vm, &caller) {
+                Ok(id) => self.waiters.entry(id).or_default().push(client),
+                Err(f) => self.fail(client, &f),
+            },
+            Request::Pause(vm) => self.pause(client, &vm, &caller, true),
+            Request::Unpause(vm) => self.pause(client, &vm, &caller, false),
+            Request::Status { vm, running_only } => {
+                let rows =
+                    self.registry
+                        .status(vm.as_ref(), running_only, &SystemNames, &resident_bytes);
+                self.reply(client, Response::Status(rows));
+            }
+            Request::Console(vm) => match self.registry.console_request(&vm, &caller) {
+                Ok((id, tty)) => self.reply(client, Response::Console { id, tty }),
+                Err(f) => self.fail(client, &f),
+            },
+            Request::Break(vm) => match self.registry.break_request(&vm, &caller) {
+                Ok(id) => {
+                    self.to_vmm(&ParentToVmm::Break { id });
+                    self.reply(client, Response::Ok);
+                }
+                Err(f) => self.fail(client, &f),
+            },
+            Request::Load(path) => {
+                self.reload(Some((client, path)));
+            }
+            Request::Reload => {
+                self.reload(None);
+                self.reply(client, Response::Ok);
+            }
+            Request::Reset(kind) => {
+                if matches!(
+                    kind,
+                    ipc::proto::ResetKind::All | ipc::proto::ResetKind::Vms
+                ) {
+                    for id in self.registry.running_ids() {
+                        if let Ok(a) =
+                            self.registry
+                                .stop_request(&VmRef::Id(id), &Caller::root(), true)
+                        {
+                            self.to_vmm(&ParentToVmm::Terminate { id: a.id });
+                        }
+                    }
+                }
+                self.registry.reset(kind);
+                self.reply(client, Response::Ok);
+            }
+            Request::Log { verbose } => {
+                let level = if verbose { 2 } else { 0 };
+                log::set_verbosity(level);
+                self.to_vmm(&ParentToVmm::Verbose { level });
+                self.reply(client, Response::Ok);
+            }
+        }
+    }
+
+    fn pause(&mut self, client: ClientId, vm: &VmRef, caller: &Caller, pause: bool) {
+        let checked = if pause {
+            self.registry.pause_request(vm, caller)
+        } else {
+            self.registry.unpause_request(vm, caller)
+        };
+        match checked {
+            Ok(id) => {
+                if let Some(l) = self.live.get_mut(&id) {
+                    l.pausers.push((client, pause));
+                }
+                self.to_vmm(&if pause {
+                    ParentToVmm::Pause { id }
+                } else {
+                    ParentToVmm::Unpause { id }
+                });
+            }
+            Err(f) => self.fail(client, &f),
+        }
+    }
+
+    /// `reload` (SIGHUP, vmctl reload) or `load FILE` (with the client to answer).
+    fn reload(&mut self, load: Option<(ClientId, PathBuf)>) {
+        let (client, path) = match load {
+            Some((c, p)) => (Some(c), Some(p)),
+            None => (None, self.opts.config.clone()),
+        };
+        let opts = Options {
+            config: path,
+            macros: self.opts.macros.clone(),
+            socket: self.opts.socket.clone(),
+            inherit: self.opts.inherit.clone(),
+        };
+        match load_config(&opts) {
+            Ok(cfg) => {
+                let problems = if client.is_some() {
+                    self.registry.load_config(&cfg)
+                } else {
+                    self.registry.reload(&cfg)
+                };
+                for p in problems {
+                    log_warn!("{p}");
+                }
+                if let Some(c) = client {
+                    self.reply(c, Response::Ok);
+                }
+            }
+            Err(()) => {
+                if let Some(c) = client {
+                    self.reply(
+                        c,
+                        Response::Failed {
+                            errno: 0,
+                            code: None,
+                            message: "configuration has errors".into(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Open what `plan` needs and hand it to vmm. `fds` are the boot image and initrd vmctl
+    /// opened with the user's own permissions, if it sent any.
+    fn launch(&mut self, plan: StartPlan, client: Option<ClientId>, fds: Vec<OwnedFd>) {
+        let id = plan.id;
+        let restart_console = self.live.remove(&id);
+        match self.prepare(&plan, fds, restart_console) {
+            Ok((launch, mut live, kvm)) => {
+                live.starter = client;
+                let mut list: Vec<BorrowedFd<'_>> = vec![kvm.as_fd(), live.boot.as_fd()];
+                if let Some(i) = &live.initrd {
+                    list.push(i.as_fd());
+                }
+                list.push(live.console.master.as_fd());
+                if let Err(e) = self.vmm.send(&ParentToVmm::Start(launch), &list) {
+                    let f = Failure::errno(libc::EIO, format!("vm {id}: vmm: {e}"));
+                    let _ = self.registry.start_failed(id, plan.generation);
+                    if let Some(c) = client {
+                        self.fail(c, &f);
+                    }
+                    return;
+                }
+                self.live.insert(id, live);
+            }
+            Err(f) => {
+                let _ = self.registry.start_failed(id, plan.generation);
+                match client {
+                    Some(c) => self.fail(c, &f),
+                    None => log_warn!("{}", f.message),
+                }
+            }
+        }
+    }
+
+    fn prepare(
+        &self,
+        plan: &StartPlan,
+        fds: Vec<OwnedFd>,
+        previous: Option<Live>,
+    ) -> Result<(Launch, Live, File), Failure> {
+        let name = &plan.name;
+        if !plan.disks.is_empty() || plan.cdrom.is_some() || !plan.nics.is_empty() {
+            return Err(Failure::errno(
+                libc::EOPNOTSUPP,
+                format!(
+                    "vm \"{name}\": disks, CD-ROMs and network interfaces are not supported yet"
+                ),
+            ));
+        }
+        for f in &plan.files {
+            if f.kind == registry::FileKind::DefaultBios
+                && !f.path.exists()
+                && Path::new(SEABIOS).exists()
+            {
+                continue;
+            }
+            registry::check_file_access(&SystemFiles, f)?;
+        }
+        let kvm = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map_err(|e| {
+                Failure::errno(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("/dev/kvm: {e}"),
+                )
+            })?;
+        let (boot, initrd, console) = match previous {
+            // A guest reboot: same files (rewound) and the same console.
+            Some(prev) => (
+                rewind(prev.boot)?,
+                prev.initrd.map(rewind).transpose()?,
+                prev.console,
+            ),
+            None => {
+                let mut fds = fds.into_iter();
+                let boot_path = boot_path(plan);
+                let boot = match (plan.boot.is_some(), fds.next()) {
+                    (true, Some(fd)) => File::from(fd),
+                    _ => open_file(&boot_path)?,
+                };
+                let initrd = match (&plan.initrd, fds.next()) {
+                    (Some(_), Some(fd)) => Some(File::from(fd)),
+                    (Some(p), None) => Some(open_file(p)?),
+                    (None, _) => None,
+                };
+                let console = pty::open()
+                    .map_err(|e| Failure::errno(libc::EIO, format!("console pty: {e}")))?;
+                console
+                    .give_to(plan.started_by, plan.owner.gid)
+                    .map_err(|e| Failure::errno(libc::EIO, format!("console pty: {e}")))?;
+                (boot, initrd, console)
+            }
+        };
+        let launch = Launch {
+            id: plan.id,
+            name: name.clone(),
+            memory: plan.memory,
+            cpus: plan.cpus,
+            boot_name: boot_path(plan).display().to_string(),
+            has_initrd: initrd.is_some(),
+            cmdline: plan.cmdline.clone().unwrap_or_default(),
+        };
+        let live = Live {
+            generation: plan.generation,
+            console,
+            boot,
+            initrd,
+            starter: None,
+            pausers: Vec::new(),
+        };
+        Ok((launch, live, kvm))
+    }
+
+    fn vmm_message(&mut self, msg: VmmToParent) {
+        match msg {
+            VmmToParent::Started { id, pid } => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    return;
+                };
+                let tty = live.console.path.clone();
+                if let Err(f) = self
+                    .registry
+                    .mark_running(id, live.generation, pid, tty.clone())
+                {
+                    log_debug!("{}", f.message);
+                }
+                log_info!("vm {id} running as pid {pid}, console {tty}");
+                if let Some(c) = live.starter.take() {
+                    self.reply(c, Response::Started { id, tty });
+                }
+            }
+            VmmToParent::StartFailed { id, errno, message } => {
+                let Some(live) = self.live.remove(&id) else {
+                    return;
+                };
+                let _ = live.console.release();
+                let _ = self.registry.start_failed(id, live.generation);
+                let f = Failure::errno(errno, format!("vm {id}: {message}"));
+                match live.starter {
+                    Some(c) => self.fail(c, &f),
+                    None => log_warn!("{}", f.message),
+                }
+            }
+            VmmToParent::Paused { id, paused } => {
+                let result = if paused {
+                    self.registry.mark_paused(id)
+                } else {
+                    self.registry.mark_unpaused(id)
+                };
+                if let Err(f) = result {
+                    log_debug!("{}", f.message);
+                }
+                let Some(live) = self.live.get_mut(&id) else {
+                    return;
+                };
+                let (done, rest): (Vec<_>, Vec<_>) =
+                    live.pausers.drain(..).partition(|(_, p)| *p == paused);
+                live.pausers = rest;
+                for (c, _) in done {
+                    self.reply(
+                        c,
+                        if paused {
+                            Response::Paused { id }
+                        } else {
+                            Response::Unpaused { id }
+                        },
+                    );
+                }
+            }
+            VmmToParent::Exited { id, end } => self.vm_exited(id, end),
+        }
+    }
+
+    fn vm_exited(&mut self, id: u32, end: VmEnd) {
+        let Some(live) = self.live.remove(&id) else {
+            return;
+        };
+        let exit = match end {
+            VmEnd::Poweroff => Exit::Poweroff,
+            VmEnd::Reboot => Exit::Reboot,
+            VmEnd::Crash => Exit::Crash,
+            // A stop the parent asked for; the registry knows whether it was forced.
+            VmEnd::Stopped => Exit::Poweroff,
+        };
+        let ended = match self
+            .registry
+            .vm_exited(id, live.generation, exit, Instant::now())
+        {
+            Ok(e) => e,
+            Err(f) => {
+                log_debug!("{}", f.message);
+                return;
+            }
+        };
+        if let Some(note) = &ended.note {
+            log_info!("{note}");
+        }
+        log_info!("vm {id} ended: {end:?}");
+        match ended.after {
+            AfterExit::Restart(plan) if !self.shutting_down => {
+                // launch() takes the console and files back out of `live`.
+                self.live.insert(id, live);
+                self.launch(*plan, None, Vec::new());
+                return;
+            }
+            _ => {
+                if let Err(e) = live.console.release() {
+                    log_debug!("releasing {}: {e}", live.console.path);
+                }
+            }
+        }
+        for c in self.waiters.remove(&id).unwrap_or_default() {
+            self.reply(
+                c,
+                Response::Terminated {
+                    id,
+                    forced: ended.forced,
+                },
+            );
+        }
+    }
+}
+
+fn boot_path(plan: &StartPlan) -> PathBuf {
+    match &plan.boot {
+        Some(p) => p.clone(),
+        None if Path::new(vmconf::DEFAULT_BIOS).exists() => PathBuf::from(vmconf::DEFAULT_BIOS),
+        None => PathBuf::from(SEABIOS),
+    }
+}
+
+fn open_file(path: &Path) -> Result<File, Failure> {
+    File::open(path).map_err(|e| {
+        Failure::errno(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+fn rewind(f: File) -> Result<File, Failure> {
+    use std::io::Seek;
+    let mut f = f;
+    f.rewind()
+        .map_err(|e| Failure::errno(libc::EIO, format!("rewinding a boot image: {e}")))?;
+    Ok(f)
+}
+
+/// Resident memory of a VM process (VmRSS), for `status`'s CURMEM.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}

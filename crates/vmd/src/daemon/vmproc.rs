@@ -1,0 +1,183 @@
+//! The VM process (one per running VM): receives its launch data and descriptors from vmm,
+//! builds the VM, enters its sandbox, runs the guest, and reports how it ended. It never
+//! opens a path: the KVM device, the boot image and the console arrive as descriptors.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::process::ExitCode;
+
+use hypervisor::{boot, BootImage, ExitReason, Vm, VmConfig, VmHandle};
+use ipc::Channel;
+use kvm_ioctls::Kvm;
+
+use super::internal::{Launch, VmCommand, VmEnd, VmReport};
+use super::{log, sandbox};
+use crate::{log_info, log_warn};
+
+/// Errno-style code for failures to build a VM (vmctl prints its strerror).
+const EBUILD: i32 = libc::EINVAL;
+/// How long a guest that listens to the power button gets to power off before it is
+/// stopped anyway (vmd 7.x waits 120 s for a guest that acknowledged a vmmci shutdown).
+pub const GRACEFUL_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Entry point of the `vm` role.
+pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
+    let (launch, fds): (Launch, Vec<OwnedFd>) = match chan.recv() {
+        Ok(m) => m,
+        Err(e) => {
+            log_warn!("vm: no launch message: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::init(
+        &format!("vm/{}", launch.name),
+        inherit.foreground,
+        inherit.verbosity,
+    );
+    let vm = match build(&launch, fds) {
+        Ok(vm) => vm,
+        Err(message) => {
+            log_warn!("{message}");
+            let _ = chan.send(
+                &VmReport::Failed {
+                    errno: EBUILD,
+                    message,
+                },
+                &[],
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = sandbox::enter() {
+        let message = format!("sandbox: {e}");
+        log_warn!("{message}");
+        let _ = chan.send(
+            &VmReport::Failed {
+                errno: libc::EPERM,
+                message,
+            },
+            &[],
+        );
+        return ExitCode::FAILURE;
+    }
+    if chan.send(&VmReport::Running, &[]).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let handle = vm.handle();
+    let chan = std::sync::Arc::new(chan);
+    let commands = chan.clone();
+    std::thread::spawn(move || serve_commands(&commands, &handle));
+    let end = match vm.run() {
+        Ok(ExitReason::Poweroff) => VmEnd::Poweroff,
+        Ok(ExitReason::Reboot) => VmEnd::Reboot,
+        Ok(ExitReason::Stopped) => VmEnd::Stopped,
+        Ok(ExitReason::Crash(why)) => {
+            log_warn!("guest crashed: {why}");
+            VmEnd::Crash
+        }
+        Err(e) => {
+            log_warn!("{e}");
+            VmEnd::Crash
+        }
+    };
+    log_info!("ended: {end:?}");
+    let _ = chan.send(&VmReport::Ended(end), &[]);
+    ExitCode::SUCCESS
+}
+
+/// Build the VM from the launch message and its fds (KVM, boot image, initrd?, console).
+fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, String> {
+    let expected = 3 + usize::from(launch.has_initrd);
+    if fds.len() != expected {
+        return Err(format!(
+            "launch carried {} descriptors, expected {expected}",
+            fds.len()
+        ));
+    }
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().ok_or_else(|| "missing descriptor".to_string());
+    let kvm_fd = next()?;
+    // SAFETY: the parent opened /dev/kvm and passed this fd to us alone; Kvm takes ownership.
+    let kvm = unsafe { Kvm::from_raw_fd(kvm_fd.into_raw_fd()) };
+    let bytes =
+        boot::read_image(File::from(next()?), &launch.boot_name).map_err(|e| e.to_string())?;
+    let (bytes, kind) = boot::classify(bytes, &launch.boot_name).map_err(|e| e.to_string())?;
+    let initrd = if launch.has_initrd {
+        Some(boot::read_image(File::from(next()?), "initrd").map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let console = next()?;
+    set_nonblocking(&console).map_err(|e| format!("console: {e}"))?;
+    let console_out = console.try_clone().map_err(|e| format!("console: {e}"))?;
+    Vm::new(VmConfig {
+        memory: launch.memory,
+        vcpus: launch.cpus,
+        boot: BootImage {
+            bytes,
+            kind,
+            name: launch.boot_name.clone(),
+            initrd,
+            cmdline: launch.cmdline.clone(),
+        },
+        console_out: Box::new(File::from(console_out)),
+        console_in: Some(console),
+        kvm: Some(kvm),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A full console (nobody reading) drops guest output instead of stalling a vCPU.
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on our own fd.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Carry out vmm's commands until the channel closes (vmm gone: stop the VM).
+fn serve_commands(chan: &Channel, vm: &VmHandle) {
+    loop {
+        let cmd: VmCommand = match chan.recv() {
+            Ok((c, _)) => c,
+            Err(_) => {
+                vm.force_stop();
+                return;
+            }
+        };
+        match cmd {
+            VmCommand::Shutdown => {
+                if vm.press_power_button() {
+                    let vm = vm.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(GRACEFUL_STOP_TIMEOUT);
+                        log_warn!(
+                            "guest did not power off within {GRACEFUL_STOP_TIMEOUT:?}: stopping it"
+                        );
+                        vm.force_stop();
+                    });
+                } else {
+                    log_info!("guest does not listen to the ACPI power button: stopping it");
+                    vm.force_stop();
+                }
+            }
+            VmCommand::Terminate => vm.force_stop(),
+            VmCommand::Pause => match vm.pause() {
+                Ok(()) => {
+                    let _ = chan.send(&VmReport::Paused(true), &[]);
+                }
+                Err(e) => log_warn!("pause: {e}"),
+            },
+            VmCommand::Unpause => {
+                vm.unpause();
+                let _ = chan.send(&VmReport::Paused(false), &[]);
+            }
+            VmCommand::Break => vm.send_break(),
+            VmCommand::Verbose(level) => log::set_verbosity(level),
+        }
+    }
+}
