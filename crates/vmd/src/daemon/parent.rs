@@ -305,7 +305,7 @@ impl Parent {
                         };
                         self.to_vmm(&msg);
                         self.reply(client, Response::StopAccepted { id: action.id });
-                        if wait || action.force {
+                        if wait {
                             self.waiters.entry(action.id).or_default().push(client);
                         }
                     }

@@ -1,0 +1,512 @@
+//! The whole daemon on the real /dev/kvm, driven by the real vmctl (issue 4): processes and
+//! their users and sandboxes, start/stop/wait/pause/status/console, config and ad-hoc VM
+//! lifecycles, guest-reboot restarts with the rate limit, reload by SIGHUP, shutdown by
+//! SIGTERM, bad images, and permissions checked with real non-root users.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::{guest, Guest};
+
+const VMD: &str = env!("CARGO_BIN_EXE_vmd");
+const WAIT: Duration = Duration::from_secs(20);
+/// Users and group the permission test creates (system accounts, no home).
+const OWNER: &str = "vmdtest-owner";
+const OTHER: &str = "vmdtest-other";
+const GROUP: &str = "vmdtest";
+
+fn vmctl_path() -> PathBuf {
+    let p = Path::new(VMD).with_file_name("vmctl");
+    assert!(
+        p.exists(),
+        "{} is missing: build it too (cargo build -p vmctl)",
+        p.display()
+    );
+    p
+}
+
+fn succeeds(c: &mut Command) -> bool {
+    c.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn skip_unless_root() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: the daemon needs root (it opens /dev/kvm and ptys and drops to _vmd)");
+        return true;
+    }
+    if !succeeds(Command::new("id").arg("_vmd")) {
+        assert!(
+            succeeds(Command::new("useradd").args([
+                "-r",
+                "-M",
+                "-d",
+                "/var/empty",
+                "-s",
+                "/usr/sbin/nologin",
+                "_vmd"
+            ])),
+            "creating the _vmd user"
+        );
+    }
+    false
+}
+
+/// A vmd running in the foreground on a private socket and config.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    conf: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        // The unprivileged vmctl users must reach the socket inside.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let socket = dir.path().join("vmd.sock");
+        let conf = dir.path().join("vm.conf");
+        std::fs::write(&conf, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("vmd.log")).unwrap();
+        let child = Command::new(VMD)
+            .args(["-d", "-vv", "-f"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start vmd");
+        let d = Daemon {
+            child,
+            dir,
+            socket,
+            conf,
+        };
+        d.wait_until(|| d.socket.exists(), "the control socket");
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("vmd.log")).unwrap_or_default()
+    }
+
+    fn wait_until(&self, mut cond: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; vmd log:\n{}", self.log());
+    }
+
+    fn vmctl(&self, args: &[&str]) -> Output {
+        self.vmctl_as(None, args)
+    }
+
+    fn vmctl_as(&self, uid: Option<(u32, u32)>, args: &[&str]) -> Output {
+        let mut c = Command::new(vmctl_path());
+        c.arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null());
+        if let Some((u, g)) = uid {
+            // The socket is root:GROUP 0660: GROUP is the primary group here.
+            c.uid(u).gid(g);
+        }
+        c.output().expect("run vmctl")
+    }
+
+    /// The `status` row of `name`, split into columns.
+    fn row(&self, name: &str) -> Option<Vec<String>> {
+        let out = self.vmctl(&["status"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|cols| cols.last().map(String::as_str) == Some(name))
+    }
+
+    fn state(&self, name: &str) -> Option<String> {
+        self.row(name).map(|r| r[7].clone())
+    }
+
+    fn wait_state(&self, name: &str, state: &str) -> Vec<String> {
+        self.wait_until(
+            || self.state(name).as_deref() == Some(state),
+            &format!("{name} {state}"),
+        );
+        self.row(name).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn vm_block(name: &str, cmdline: &str, extra: &str) -> String {
+    format!(
+        "vm \"{name}\" {{\n\tmemory 64M\n\tboot \"{}\"\n\tcmdline \"{cmdline}\"\n{extra}}}\n",
+        guest(Guest::Pvh).display()
+    )
+}
+
+fn proc_status(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+fn field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn uid_of(user: &str) -> u32 {
+    let o = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+fn gid_of(group: &str) -> u32 {
+    let o = Command::new("getent")
+        .args(["group", group])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Read what the guest printed on its console tty until `marker` shows up.
+fn console_until(tty: &str, marker: &str) -> String {
+    let mut f = std::fs::File::open(tty).unwrap_or_else(|e| panic!("{tty}: {e}"));
+    let mut seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 512];
+    while !seen.contains(marker) && Instant::now() < deadline {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        seen.contains(marker),
+        "console {tty} never showed {marker}: {seen}"
+    );
+    seen
+}
+
+#[test]
+fn config_vm_runs_sandboxed_as_vmd_and_persists_stopped() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = Daemon::start(&vm_block("tiny", "smp exit=halt", "\tcpus 2\n"));
+    let row = d.wait_state("tiny", "running");
+    assert_eq!(&row[0], "1");
+    assert_eq!(
+        (&row[2][..], &row[3][..], &row[6][..]),
+        ("2", "64.0M", "root")
+    );
+    let tty = format!("/dev/{}", row[5]);
+    let out = console_until(&tty, "DONE");
+    assert!(out.contains("SMP ok 2"), "{out}");
+
+    // The VM process: the unprivileged user, no new privileges, seccomp on.
+    let st = proc_status(&row[1]);
+    assert_eq!(field(&st, "Uid:"), uid_of("_vmd").to_string(), "{st}");
+    assert_eq!(field(&st, "NoNewPrivs:"), "1");
+    assert_eq!(field(&st, "Seccomp:"), "2");
+
+    let stop = d.vmctl(&["stop", "-w", "tiny"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stderr),
+        "stopping vm tiny: terminated vm 1\n"
+    );
+    let row = d.wait_state("tiny", "stopped");
+    assert_eq!((&row[1][..], &row[5][..]), ("-", "-"));
+    assert!(!Path::new(&format!("/proc/{}", "tiny")).exists());
+    // A stopped config VM starts again with the same id.
+    let start = d.vmctl(&["start", "tiny"]);
+    assert!(
+        text(&start).contains("started vm 1 successfully, tty /dev/pts/"),
+        "{}",
+        text(&start)
+    );
+    d.wait_state("tiny", "running");
+}
+
+#[test]
+fn adhoc_vm_vanishes_on_stop_and_pause_freezes_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = Daemon::start("");
+    let pvh = guest(Guest::Pvh);
+    let start = d.vmctl(&[
+        "start",
+        "-b",
+        pvh.to_str().unwrap(),
+        "-m",
+        "32M",
+        "-p",
+        "2",
+        "--cmdline",
+        "exit=halt",
+        "adhoc",
+    ]);
+    assert!(start.status.success(), "{}", text(&start));
+    assert!(
+        text(&start).contains("started vm 1 successfully"),
+        "{}",
+        text(&start)
+    );
+    d.wait_state("adhoc", "running");
+
+    assert!(d.vmctl(&["pause", "adhoc"]).status.success());
+    d.wait_state("adhoc", "paused");
+    let unpause = d.vmctl(&["unpause", "1"]);
+    assert!(
+        text(&unpause).contains("unpaused vm 1 successfully"),
+        "{}",
+        text(&unpause)
+    );
+    d.wait_state("adhoc", "running");
+
+    let stop = d.vmctl(&["stop", "-f", "-w", "adhoc"]);
+    assert!(
+        text(&stop).contains("forced to terminate vm 1"),
+        "{}",
+        text(&stop)
+    );
+    d.wait_until(|| d.row("adhoc").is_none(), "the ad-hoc VM to vanish");
+    let gone = d.vmctl(&["stop", "adhoc"]);
+    assert!(!gone.status.success());
+    assert!(text(&gone).contains("vm not found"), "{}", text(&gone));
+}
+
+#[test]
+fn guest_reboots_restart_the_vm_until_the_rate_limit() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = Daemon::start(&vm_block("looper", "exit=reboot", ""));
+    d.wait_until(
+        || d.log().matches("running as pid").count() >= 3,
+        "three starts",
+    );
+    let row = d.wait_state("looper", "stopped");
+    assert_eq!(&row[0], "1", "same id across restarts");
+    let log = d.log();
+    assert!(log.contains("ended: Reboot"), "{log}");
+    assert!(
+        log.matches("running as pid").count() <= 4,
+        "the rate limit stops the loop: {log}"
+    );
+}
+
+#[test]
+fn sighup_reloads_and_bad_images_fail_cleanly() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = Daemon::start("");
+    let truncated = d.dir.path().join("truncated.elf");
+    let pvh = std::fs::read(guest(Guest::Pvh)).unwrap();
+    std::fs::write(&truncated, &pvh[..pvh.len() / 2]).unwrap();
+    let conf = format!(
+        "vm \"broken\" {{\n\tdisable\n\tmemory 32M\n\tboot \"{}\"\n}}\n{}",
+        truncated.display(),
+        vm_block("later", "exit=halt", "\tdisable\n")
+    );
+    std::fs::write(&d.conf, conf).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    d.wait_until(|| d.row("later").is_some(), "the reloaded config");
+    assert_eq!(d.state("broken").as_deref(), Some("stopped"));
+
+    let bad = d.vmctl(&["start", "broken"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("start vm command failed: Invalid argument"),
+        "{}",
+        text(&bad)
+    );
+    assert!(
+        d.log().contains("truncated"),
+        "the log names the problem: {}",
+        d.log()
+    );
+    // The daemon carries on.
+    let ok = d.vmctl(&["start", "later"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    d.wait_state("later", "running");
+}
+
+#[test]
+fn sigterm_stops_every_vm() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut d = Daemon::start(&(vm_block("a", "exit=halt", "") + &vm_block("b", "exit=halt", "")));
+    let pa = d.wait_state("a", "running")[1].clone();
+    let pb = d.wait_state("b", "running")[1].clone();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let status = d.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "vmd exits cleanly: {status:?}\n{}",
+        d.log()
+    );
+    for pid in [pa, pb] {
+        let deadline = Instant::now() + WAIT;
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "VM process {pid} outlived vmd"
+        );
+    }
+}
+
+fn ensure_user(name: &str) {
+    if !succeeds(Command::new("id").arg(name)) {
+        assert!(
+            succeeds(Command::new("useradd").args([
+                "-r",
+                "-M",
+                "-d",
+                "/nonexistent",
+                "-s",
+                "/usr/sbin/nologin",
+                "-G",
+                GROUP,
+                name
+            ])),
+            "creating user {name}"
+        );
+    }
+}
+
+#[test]
+fn other_users_act_only_on_what_they_own() {
+    if skip_unless_root() {
+        return;
+    }
+    if !succeeds(Command::new("getent").args(["group", GROUP])) {
+        assert!(
+            succeeds(Command::new("groupadd").args(["-r", GROUP])),
+            "creating group {GROUP}"
+        );
+    }
+    ensure_user(OWNER);
+    ensure_user(OTHER);
+    let owner = (uid_of(OWNER), gid_of(GROUP));
+    let other = (uid_of(OTHER), gid_of(GROUP));
+    let conf = format!(
+        "socket owner root:{GROUP}\n{}",
+        vm_block(
+            "owned",
+            "exit=halt",
+            &format!("\tdisable\n\towner {OWNER}\n")
+        )
+    );
+    let d = Daemon::start(&conf);
+
+    let denied = d.vmctl_as(Some(other), &["start", "owned"]);
+    assert!(!denied.status.success());
+    assert!(
+        text(&denied).contains("start vm command failed: Operation not permitted"),
+        "{}",
+        text(&denied)
+    );
+    let reload = d.vmctl_as(Some(owner), &["reload"]);
+    assert!(!reload.status.success());
+    assert!(
+        text(&reload).contains("command failed: Operation not permitted"),
+        "{}",
+        text(&reload)
+    );
+    let pvh = guest(Guest::Pvh);
+    let adhoc = d.vmctl_as(
+        Some(other),
+        &["start", "-b", pvh.to_str().unwrap(), "-m", "32M", "mine"],
+    );
+    assert!(
+        !adhoc.status.success(),
+        "non-root ad-hoc VMs are refused: {}",
+        text(&adhoc)
+    );
+
+    let start = d.vmctl_as(Some(owner), &["start", "owned"]);
+    assert!(start.status.success(), "{}", text(&start));
+    let row = d.wait_state("owned", "running");
+    assert_eq!(row[6], OWNER);
+    let tty = std::fs::metadata(format!("/dev/{}", row[5])).unwrap();
+    assert_eq!(
+        tty.uid(),
+        owner.0,
+        "the console belongs to the user who started the VM"
+    );
+    assert_eq!(tty.mode() & 0o777, 0o620);
+
+    let stop = d.vmctl_as(Some(other), &["stop", "owned"]);
+    assert!(
+        text(&stop).contains("failed: Operation not permitted"),
+        "{}",
+        text(&stop)
+    );
+    let console = d.vmctl_as(Some(other), &["console", "owned"]);
+    assert!(!console.status.success(), "{}", text(&console));
+    let stop = d.vmctl_as(Some(owner), &["stop", "-w", "owned"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    d.wait_state("owned", "stopped");
+    let released = std::fs::metadata(format!("/dev/{}", row[5]));
+    assert!(
+        released.is_err() || released.unwrap().uid() == 0,
+        "the tty goes back to root"
+    );
+}
