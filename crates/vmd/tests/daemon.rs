@@ -510,3 +510,71 @@ fn other_users_act_only_on_what_they_own() {
         "the tty goes back to root"
     );
 }
+
+#[test]
+fn several_waiters_load_reset_log_and_json_status() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = Daemon::start(&vm_block("w", "exit=halt", ""));
+    d.wait_state("w", "running");
+    let waiters: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new(vmctl_path())
+                .arg("-s")
+                .arg(&d.socket)
+                .args(["wait", "w"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Both waits must be registered before the stop: wait for the parent to log them.
+    d.wait_until(
+        || d.log().matches("request Wait").count() >= 2,
+        "two waiters",
+    );
+    assert!(d.vmctl(&["stop", "w"]).status.success());
+    for w in waiters {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("terminated vm 1"), "{}", text(&out));
+    }
+
+    let extra = d.dir.path().join("extra.conf");
+    std::fs::write(&extra, vm_block("loaded", "exit=halt", "\tdisable\n")).unwrap();
+    let load = d.vmctl(&["load", extra.to_str().unwrap()]);
+    assert!(load.status.success(), "{}", text(&load));
+    assert_eq!(d.state("loaded").as_deref(), Some("stopped"));
+
+    let json = d.vmctl(&["status", "--json"]);
+    let s = String::from_utf8_lossy(&json.stdout);
+    assert!(
+        s.starts_with('[')
+            && s.contains("\"name\":\"loaded\"")
+            && s.contains("\"state\":\"stopped\""),
+        "{s}"
+    );
+
+    assert!(d.vmctl(&["log", "brief"]).status.success());
+    let before = d.log().len();
+    d.vmctl(&["status"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !d.log()[before..].contains("request Status"),
+        "brief logging hides requests"
+    );
+    assert!(d.vmctl(&["log", "verbose"]).status.success());
+    d.vmctl(&["status"]);
+    d.wait_until(
+        || d.log()[before..].contains("request Status"),
+        "verbose logging again",
+    );
+
+    assert!(d.vmctl(&["reset", "vms"]).status.success());
+    d.wait_until(
+        || d.row("loaded").is_none() && d.row("w").is_none(),
+        "reset to forget every VM",
+    );
+}

@@ -363,6 +363,7 @@ impl Parent {
                 let level = if verbose { 2 } else { 0 };
                 log::set_verbosity(level);
                 self.to_vmm(&ParentToVmm::Verbose { level });
+                let _ = self.control.send(&ParentToControl::Verbose { level }, &[]);
                 self.reply(client, Response::Ok);
             }
         }
