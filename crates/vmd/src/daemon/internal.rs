@@ -38,6 +38,8 @@ pub enum ParentToControl {
         client: ClientId,
         response: Response,
     },
+    /// `vmctl log`: the new verbosity.
+    Verbose { level: u8 },
 }
 
 /// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
