@@ -109,14 +109,17 @@ pub fn main(parent: Channel, inherit: &Inherit, args: &[String]) -> ExitCode {
 
 /// Deliver the parent's replies; when the parent goes away, so does the daemon.
 fn relay_replies(parent: &Channel, clients: &Clients) {
-    while let Ok((ParentToControl::Reply { client, response }, _)) =
-        parent.recv::<ParentToControl>()
-    {
-        let chan = lock(clients).get(&client).cloned();
-        if let Some(chan) = chan {
-            if let Err(e) = chan.send(&response, &[]) {
-                log_debug!("client {client}: {e}");
+    while let Ok((msg, _)) = parent.recv::<ParentToControl>() {
+        match msg {
+            ParentToControl::Reply { client, response } => {
+                let chan = lock(clients).get(&client).cloned();
+                if let Some(chan) = chan {
+                    if let Err(e) = chan.send(&response, &[]) {
+                        log_debug!("client {client}: {e}");
+                    }
+                }
             }
+            ParentToControl::Verbose { level } => log::set_verbosity(level),
         }
     }
     std::process::exit(0);
