@@ -1,5 +1,7 @@
-//! Guest-visible device models: the port-I/O and MMIO buses and the legacy PC devices
-//! (16550 COM1, CMOS RTC, i8042, ACPI PM block).
+//! Guest-visible device models: the port-I/O and MMIO buses, the legacy PC devices
+//! (16550 COM1, CMOS RTC, i8042, ACPI PM block), PCI bus 0 ([`pci`]: host bridge,
+//! configuration mechanism 1, ECAM, BARs, INTx and MSI-X) and the virtio-pci devices
+//! ([`virtio`]).
 //!
 //! This crate owns the register-level behaviour of each device and nothing else: it never
 //! touches `/dev/kvm`, never opens a path, and never panics or blocks on anything a guest
@@ -9,6 +11,7 @@
 pub mod bus;
 pub mod exit;
 pub mod i8042;
+pub mod pci;
 pub mod pm;
 pub mod rtc;
 pub mod serial;
