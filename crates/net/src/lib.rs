@@ -17,6 +17,8 @@
 pub mod dhcp;
 pub mod local;
 pub mod locked;
+pub mod netlink;
+pub mod tap;
 
 /// An Ethernet address, most significant byte first.
 pub type MacAddr = [u8; 6];
