@@ -29,8 +29,18 @@ const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_HEADER_LEN: u64 = 8;
 /// Extensions are padded to this alignment.
 const EXT_ALIGN: u64 = 8;
-/// Bytes per L1 entry and per refcount-table entry.
+/// Bytes per L1, L2 and refcount-table entry.
 const TABLE_ENTRY: u64 = 8;
+/// QEMU's limit on the L1 table (QCOW_MAX_L1_SIZE); it bounds the work of checking it.
+const MAX_L1_BYTES: u64 = 32 << 20;
+/// QEMU's limit on the refcount table (QCOW_MAX_REFTABLE_SIZE).
+const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+/// Host offset bits of L1, L2 (standard cluster) and refcount-table entries.
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// L2 entry flag: the cluster is compressed.
+const L2_COMPRESSED: u64 = 1 << 62;
+/// Compressed-cluster descriptors: the offset takes the low `62 - (cluster_bits - 8)` bits.
+const COMPRESSED_OFFSET_BITS_BASE: u32 = 70;
 
 /// Incompatible feature bits, named as in the qcow2 specification.
 const INCOMPATIBLE_NAMES: [&str; 5] = [
@@ -178,6 +188,12 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
     if rt_clusters == 0 {
         return Err(invalid("no refcount table".into()));
     }
+    if rt_clusters * cluster_size > MAX_REFTABLE_BYTES {
+        return Err(unsupported(format!(
+            "refcount table of {} bytes (limit {MAX_REFTABLE_BYTES})",
+            rt_clusters * cluster_size
+        )));
+    }
     check_inside(
         path,
         "refcount table",
@@ -208,6 +224,20 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
     };
 
     let backing_format = read_backing_format(file, path, file_len, header_len, cluster_size)?;
+    let l1_bytes = l1_entries * TABLE_ENTRY;
+    if l1_bytes > MAX_L1_BYTES {
+        return Err(unsupported(format!(
+            "L1 table of {l1_bytes} bytes (limit {MAX_L1_BYTES})"
+        )));
+    }
+    let tables = Tables {
+        file,
+        path,
+        file_len,
+        cluster_bits,
+    };
+    tables.check_l1(be64(&h, 40), l1_entries)?;
+    tables.check_refcount_table(be64(&h, 48), rt_clusters * cluster_size / TABLE_ENTRY)?;
     Ok(Qcow2Header {
         version,
         cluster_bits,
@@ -252,4 +282,70 @@ fn read_backing_format(
         at += len.next_multiple_of(EXT_ALIGN);
     }
     Ok(None)
+}
+
+/// Checks that every L2 table, data cluster and refcount block the tables point at lies
+/// inside the file. imago reads beyond the end as zeroes and would write there in place, so a
+/// corrupt entry could otherwise make us write outside the image; QEMU marks such images
+/// corrupt on first use. The cost is reading the allocated metadata once at open.
+struct Tables<'a> {
+    file: &'a File,
+    path: &'a Path,
+    file_len: u64,
+    cluster_bits: u32,
+}
+
+impl Tables<'_> {
+    fn read_entries(&self, offset: u64, count: u64) -> Result<Vec<u64>, DiskError> {
+        let mut raw = vec![0u8; (count * TABLE_ENTRY) as usize];
+        self.file
+            .read_exact_at(&mut raw, offset)
+            .map_err(|e| DiskError::io(self.path, "read metadata", e))?;
+        Ok(raw
+            .chunks_exact(TABLE_ENTRY as usize)
+            .map(|c| be64(c, 0))
+            .collect())
+    }
+
+    /// A cluster-aligned pointer to a whole cluster inside the file.
+    fn check_cluster(&self, what: &'static str, offset: u64) -> Result<(), DiskError> {
+        let cluster = 1u64 << self.cluster_bits;
+        if offset % cluster != 0 {
+            return Err(DiskError::InvalidHeader {
+                path: self.path.into(),
+                reason: format!("{what} at unaligned offset {offset}"),
+            });
+        }
+        check_inside(self.path, what, offset, cluster, self.file_len)
+    }
+
+    fn check_l1(&self, offset: u64, entries: u64) -> Result<(), DiskError> {
+        let l2_entries = (1u64 << self.cluster_bits) / TABLE_ENTRY;
+        for l1e in self.read_entries(offset, entries)? {
+            let l2 = l1e & OFFSET_MASK;
+            if l2 == 0 {
+                continue;
+            }
+            self.check_cluster("L2 table", l2)?;
+            for l2e in self.read_entries(l2, l2_entries)? {
+                if l2e & L2_COMPRESSED != 0 {
+                    let bits = COMPRESSED_OFFSET_BITS_BASE - self.cluster_bits;
+                    let data = l2e & ((1u64 << bits) - 1);
+                    check_inside(self.path, "compressed cluster", data, 1, self.file_len)?;
+                } else if l2e & OFFSET_MASK != 0 {
+                    self.check_cluster("data cluster", l2e & OFFSET_MASK)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_refcount_table(&self, offset: u64, entries: u64) -> Result<(), DiskError> {
+        for rte in self.read_entries(offset, entries)? {
+            if rte & OFFSET_MASK != 0 {
+                self.check_cluster("refcount block", rte & OFFSET_MASK)?;
+            }
+        }
+        Ok(())
+    }
 }

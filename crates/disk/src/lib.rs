@@ -40,7 +40,7 @@ pub const SECTOR_SIZE: u64 = 512;
 /// A disk as a device sees it: a fixed-size array of bytes.
 ///
 /// Ranges must lie inside `0..size()`; a range outside yields `InvalidInput`.
-pub trait BlockBackend: Send {
+pub trait BlockBackend: Send + std::fmt::Debug {
     /// Virtual size in bytes.
     fn size(&self) -> u64;
     /// True when writes, discards and write-zeroes are refused.
