@@ -29,8 +29,7 @@ impl IsaRoute {
     }
 }
 
-/// Every ISA IRQ except the 8259 cascade input, which never fires and whose I/O APIC pin
-/// the PIT's IRQ 0 takes.
+/// Every ISA IRQ except the 8259 cascade input, which never fires.
 pub(crate) fn isa_routes() -> impl Iterator<Item = IsaRoute> {
     (0..ISA_IRQS)
         .filter(|&irq| irq != PIC_CASCADE_IRQ)

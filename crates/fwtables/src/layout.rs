@@ -59,11 +59,14 @@ pub const IOAPIC_ADDR: u32 = 0xFEC0_0000;
 /// Local APIC MMIO base (the architectural default).
 pub const LAPIC_ADDR: u32 = 0xFEE0_0000;
 
-/// ISA IRQ of the PIT. It is wired to I/O APIC pin [`PIT_GSI`], not pin 0, because pin 0
-/// carries the 8259's ExtINT on PC-compatible boards and guests expect that override.
+/// ISA IRQ of the PIT.
 pub const PIT_IRQ: u8 = 0;
-/// GSI (= I/O APIC pin) the PIT's IRQ 0 arrives on.
-pub const PIT_GSI: u8 = 2;
+/// GSI (= I/O APIC pin) the PIT's IRQ 0 arrives on: pin 0, identity, so no interrupt source
+/// override. KVM's in-kernel PIT raises GSI 0 and KVM's default routing delivers GSI 0 to
+/// pin 0; describing that wiring (as Firecracker does) spares every VM start a GSI-routing
+/// update, which costs an SRCU grace period (milliseconds) inside KVM. QEMU's PC instead
+/// reroutes GSI 0 to pin 2 to copy old chipsets; guests accept either.
+pub const PIT_GSI: u8 = 0;
 
 /// Number of ISA IRQs (two cascaded 8259s).
 pub const ISA_IRQS: u8 = 16;

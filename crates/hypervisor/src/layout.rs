@@ -94,9 +94,13 @@ impl MemoryLayout {
     }
 
     /// The backed regions to create, as (guest address, length): RAM from 0, the BIOS copy
-    /// below 4 GiB, and RAM above 4 GiB if any.
-    pub fn regions(&self) -> Vec<(u64, u64)> {
-        let mut r = vec![(0, self.low_end), (BIOS_TOP_START, BIOS_TOP_SIZE)];
+    /// below 4 GiB when a BIOS boots (each memory slot costs KVM a grace period at start,
+    /// so direct boots go without it), and RAM above 4 GiB if any.
+    pub fn regions(&self, bios_copy: bool) -> Vec<(u64, u64)> {
+        let mut r = vec![(0, self.low_end)];
+        if bios_copy {
+            r.push((BIOS_TOP_START, BIOS_TOP_SIZE));
+        }
         if self.high_size > 0 {
             r.push((FOUR_GIB, self.high_size));
         }
@@ -195,9 +199,10 @@ mod tests {
         let l = MemoryLayout::new(1 << 20).unwrap();
         assert_eq!(l.e820().len(), 3);
         assert_eq!(
-            l.regions(),
+            l.regions(true),
             vec![(0, 1 << 20), (BIOS_TOP_START, BIOS_TOP_SIZE)]
         );
+        assert_eq!(l.regions(false), vec![(0, 1 << 20)]);
     }
 
     #[test]

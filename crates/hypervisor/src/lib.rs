@@ -12,7 +12,6 @@ pub mod cpu;
 pub mod cpuid;
 mod error;
 pub mod firmware;
-mod irq;
 pub mod layout;
 mod pause;
 mod platform;

@@ -22,7 +22,6 @@ use crate::cpu;
 use crate::cpuid;
 use crate::error::Error;
 use crate::firmware;
-use crate::irq;
 use crate::layout::{MemoryLayout, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::platform::Platform;
 use crate::vcpu::{self, ExitReason, Shared};
@@ -166,14 +165,13 @@ impl Vm {
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
             .map_err(Error::kvm("set identity map address"))?;
         vm.create_irq_chip().map_err(Error::kvm("create irqchip"))?;
-        irq::setup_routing(&vm)?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(Error::kvm("create PIT"))?;
 
-        let mem = create_memory(&vm, &layout)?;
+        let mem = create_memory(&vm, &layout, cfg.boot.kind == boot::BootKind::Bios)?;
         let loaded = boot::load(&mem, &layout, &cfg.boot)?;
         if loaded.firmware_tables {
             firmware::write_tables(&mem, cfg.vcpus)?;
@@ -384,9 +382,13 @@ fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
 }
 
 /// Map guest RAM and hand each region to KVM as a memory slot.
-fn create_memory(vm: &VmFd, layout: &MemoryLayout) -> Result<GuestMemoryMmap, Error> {
+fn create_memory(
+    vm: &VmFd,
+    layout: &MemoryLayout,
+    bios_copy: bool,
+) -> Result<GuestMemoryMmap, Error> {
     let ranges: Vec<(GuestAddress, usize)> = layout
-        .regions()
+        .regions(bios_copy)
         .iter()
         .map(|&(a, l)| (GuestAddress(a), l as usize))
         .collect();
