@@ -69,6 +69,8 @@ pub struct Vmm {
     lines: Receiver<String>,
     transcript: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Signalled when the stderr reader has seen end of file.
+    stderr_done: Receiver<()>,
     exited: Option<ExitStatus>,
 }
 
@@ -99,6 +101,7 @@ impl Vmm {
         });
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&stderr);
+        let (done_tx, stderr_done) = mpsc::channel();
         // Drained on its own thread so a chatty log can never block the VMM.
         thread::spawn(move || {
             let mut chunk = [0u8; 4096];
@@ -108,6 +111,7 @@ impl Vmm {
                 }
                 sink.lock().unwrap().extend_from_slice(&chunk[..n]);
             }
+            let _ = done_tx.send(());
         });
         Ok(Vmm {
             stdin: child.stdin.take(),
@@ -115,6 +119,7 @@ impl Vmm {
             lines: rx,
             transcript: Vec::new(),
             stderr,
+            stderr_done,
             exited: None,
         })
     }
@@ -213,8 +218,9 @@ impl Vmm {
         }
     }
 
-    /// After exit: close stdin and take whatever lines the reader still has.
-    /// Bounded, not a join: a grandchild holding the pipe must not hang us.
+    /// After exit: close stdin and take whatever lines the reader still has, and let the
+    /// stderr reader reach end of file so `stderr()` holds the whole log. Bounded, not a
+    /// join: a grandchild holding a pipe must not hang us.
     fn collect_rest(&mut self) {
         self.stdin = None;
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -224,6 +230,9 @@ impl Vmm {
         {
             self.transcript.push(line);
         }
+        let _ = self
+            .stderr_done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
