@@ -19,6 +19,8 @@ const V3_MIN_HEADER_LEN: u64 = 104;
 const CLUSTER_BITS: std::ops::RangeInclusive<u32> = 9..=21;
 /// Refcount orders imago supports (1 to 64 bit refcounts).
 const REFCOUNT_ORDERS: std::ops::RangeInclusive<u32> = 0..=6;
+/// Refcount order of version 2 images (16-bit refcounts).
+const V2_REFCOUNT_ORDER: u32 = 4;
 /// QEMU refuses longer backing file names; so do we.
 const MAX_BACKING_NAME: u32 = 1023;
 /// Header extension type: the end of the list.
@@ -35,8 +37,10 @@ const TABLE_ENTRY: u64 = 8;
 const MAX_L1_BYTES: u64 = 32 << 20;
 /// QEMU's limit on the refcount table (QCOW_MAX_REFTABLE_SIZE).
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
-/// Host offset bits of L1, L2 (standard cluster) and refcount-table entries.
+/// Host offset bits of L1 and L2 (standard cluster) entries.
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// Refcount-table entries use every bit above the low 9 for the offset.
+const REFTABLE_OFFSET_MASK: u64 = !0x1ff;
 /// L2 entry flag: the cluster is compressed.
 const L2_COMPRESSED: u64 = 1 << 62;
 /// Compressed-cluster descriptors: the offset takes the low `62 - (cluster_bits - 8)` bits.
@@ -155,6 +159,8 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
     }
 
     let mut header_len = V2_HEADER_LEN;
+    // Version 2 images always have 16-bit refcounts.
+    let mut refcount_order = V2_REFCOUNT_ORDER;
     if version == 3 {
         read_header_bytes(file, path, file_len, &mut h, 0)?;
         let incompatible = be64(&h, 72);
@@ -166,7 +172,7 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
                 .unwrap_or_else(|| format!("unknown incompatible feature bit {bit}"));
             return Err(unsupported(name));
         }
-        let refcount_order = be32(&h, 96);
+        refcount_order = be32(&h, 96);
         if !REFCOUNT_ORDERS.contains(&refcount_order) {
             return Err(unsupported(format!("refcount order {refcount_order}")));
         }
@@ -230,14 +236,22 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
             "L1 table of {l1_bytes} bytes (limit {MAX_L1_BYTES})"
         )));
     }
-    let tables = Tables {
+    let l1_offset = be64(&h, 40);
+    let rt_offset = be64(&h, 48);
+    let mut tables = Tables {
         file,
         path,
         file_len,
         cluster_bits,
+        used: Vec::new(),
     };
-    tables.check_l1(be64(&h, 40), l1_entries)?;
-    tables.check_refcount_table(be64(&h, 48), rt_clusters * cluster_size / TABLE_ENTRY)?;
+    tables.use_range(0, cluster_size); // the header
+    tables.use_range(l1_offset, l1_bytes);
+    tables.use_range(rt_offset, rt_clusters * cluster_size);
+    tables.check_l1(l1_offset, l1_entries)?;
+    let refblocks =
+        tables.check_refcount_table(rt_offset, rt_clusters * cluster_size / TABLE_ENTRY)?;
+    tables.check_refcounts(&refblocks, refcount_order)?;
     Ok(Qcow2Header {
         version,
         cluster_bits,
@@ -285,14 +299,17 @@ fn read_backing_format(
 }
 
 /// Checks that every L2 table, data cluster and refcount block the tables point at lies
-/// inside the file. imago reads beyond the end as zeroes and would write there in place, so a
-/// corrupt entry could otherwise make us write outside the image; QEMU marks such images
-/// corrupt on first use. The cost is reading the allocated metadata once at open.
+/// inside the file, and that every cluster in use has a refcount. imago reads beyond the end
+/// as zeroes and would write there in place, and it recurses without bound when a cluster in
+/// use has no refcount block; QEMU calls both corruption. The cost is reading the allocated
+/// metadata once at open.
 struct Tables<'a> {
     file: &'a File,
     path: &'a Path,
     file_len: u64,
     cluster_bits: u32,
+    /// Host cluster indices in use (metadata and data), for the refcount check.
+    used: Vec<u64>,
 }
 
 impl Tables<'_> {
@@ -307,8 +324,18 @@ impl Tables<'_> {
             .collect())
     }
 
-    /// A cluster-aligned pointer to a whole cluster inside the file.
-    fn check_cluster(&self, what: &'static str, offset: u64) -> Result<(), DiskError> {
+    /// Records the clusters of `len` bytes at `offset` as in use.
+    fn use_range(&mut self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = offset >> self.cluster_bits;
+        let last = (offset + len - 1) >> self.cluster_bits;
+        self.used.extend(first..=last);
+    }
+
+    /// A cluster-aligned pointer to a whole cluster inside the file, then in use.
+    fn check_cluster(&mut self, what: &'static str, offset: u64) -> Result<(), DiskError> {
         let cluster = 1u64 << self.cluster_bits;
         if offset % cluster != 0 {
             return Err(DiskError::InvalidHeader {
@@ -316,10 +343,12 @@ impl Tables<'_> {
                 reason: format!("{what} at unaligned offset {offset}"),
             });
         }
-        check_inside(self.path, what, offset, cluster, self.file_len)
+        check_inside(self.path, what, offset, cluster, self.file_len)?;
+        self.use_range(offset, cluster);
+        Ok(())
     }
 
-    fn check_l1(&self, offset: u64, entries: u64) -> Result<(), DiskError> {
+    fn check_l1(&mut self, offset: u64, entries: u64) -> Result<(), DiskError> {
         let l2_entries = (1u64 << self.cluster_bits) / TABLE_ENTRY;
         for l1e in self.read_entries(offset, entries)? {
             let l2 = l1e & OFFSET_MASK;
@@ -332,6 +361,7 @@ impl Tables<'_> {
                     let bits = COMPRESSED_OFFSET_BITS_BASE - self.cluster_bits;
                     let data = l2e & ((1u64 << bits) - 1);
                     check_inside(self.path, "compressed cluster", data, 1, self.file_len)?;
+                    self.use_range(data, 1);
                 } else if l2e & OFFSET_MASK != 0 {
                     self.check_cluster("data cluster", l2e & OFFSET_MASK)?;
                 }
@@ -340,10 +370,55 @@ impl Tables<'_> {
         Ok(())
     }
 
-    fn check_refcount_table(&self, offset: u64, entries: u64) -> Result<(), DiskError> {
-        for rte in self.read_entries(offset, entries)? {
-            if rte & OFFSET_MASK != 0 {
-                self.check_cluster("refcount block", rte & OFFSET_MASK)?;
+    /// Checks the refcount table; returns the refcount blocks' offsets (0: none) by index.
+    fn check_refcount_table(&mut self, offset: u64, entries: u64) -> Result<Vec<u64>, DiskError> {
+        let mut blocks = self.read_entries(offset, entries)?;
+        for rb in &mut blocks {
+            *rb &= REFTABLE_OFFSET_MASK;
+            if *rb != 0 {
+                self.check_cluster("refcount block", *rb)?;
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// Every cluster in use must have a non-zero refcount.
+    fn check_refcounts(&mut self, refblocks: &[u64], refcount_order: u32) -> Result<(), DiskError> {
+        let cluster_size = 1usize << self.cluster_bits;
+        let width = 1usize << refcount_order;
+        // Refcounts per block: cluster_size * 8 / width, a power of two.
+        let per_block_bits = self.cluster_bits + 3 - refcount_order;
+        let mut used = std::mem::take(&mut self.used);
+        used.sort_unstable();
+        used.dedup();
+        let mut block: Option<(u64, Vec<u8>)> = None;
+        for cluster in used {
+            let rt_index = cluster >> per_block_bits;
+            let in_block = (cluster & ((1 << per_block_bits) - 1)) as usize;
+            let rb = refblocks.get(rt_index as usize).copied().unwrap_or(0);
+            let unreferenced = || DiskError::InvalidHeader {
+                path: self.path.into(),
+                reason: format!("cluster {cluster} is in use but has refcount 0"),
+            };
+            if rb == 0 {
+                return Err(unreferenced());
+            }
+            if block.as_ref().is_none_or(|(at, _)| *at != rb) {
+                let mut data = vec![0u8; cluster_size];
+                self.file
+                    .read_exact_at(&mut data, rb)
+                    .map_err(|e| DiskError::io(self.path, "read metadata", e))?;
+                block = Some((rb, data));
+            }
+            let data = &block.as_ref().expect("just read").1;
+            let bit = in_block * width;
+            let nonzero = if width < 8 {
+                (data[bit / 8] >> (bit % 8)) & ((1u8 << width) - 1) != 0
+            } else {
+                data[bit / 8..(bit + width) / 8].iter().any(|&b| b != 0)
+            };
+            if !nonzero {
+                return Err(unreferenced());
             }
         }
         Ok(())

@@ -292,3 +292,43 @@ fn random_header_and_table_corruption_never_panics() {
         "no mutated image opened: the loop tested only the header checks"
     );
 }
+
+/// Found by the qcow2_open fuzz target: a refcount-table entry with only high bits set, and no
+/// refcount block for the header's clusters. imago recursed without bound allocating a
+/// refcount block for the refcount block it was allocating.
+#[test]
+fn fuzz_regression_refblock_recursion() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("crash.qcow2");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-refblock-recursion.qcow2");
+    std::fs::copy(src, &p).unwrap();
+    if let Ok(mut d) = open_path(&p, Some(Format::Qcow2), true) {
+        let buf = vec![0xa5u8; 4096];
+        let _ = d.write_at(&buf, d.size() / 3);
+        let _ = d.flush();
+    }
+}
+
+/// The same without the stray entry: the header's refcount block is missing from the
+/// refcount table (imago would recurse until the stack overflows on the first allocation).
+#[test]
+fn clusters_in_use_without_refcount_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = qcow2(dir.path(), "norb.qcow2", &["-o", "cluster_size=4k"]);
+    let rt = be64_at(&p, 48);
+    patch(&p, rt, &0u64.to_be_bytes());
+    assert_message(&open_err(&p), &p, "cluster 0 is in use but has refcount 0");
+    // A data cluster whose refcount was cleared.
+    let p = qcow2(dir.path(), "rc0.qcow2", &["-o", "cluster_size=4k"]);
+    run("qemu-io", &["-f", "qcow2", "-c", "write -P 7 0 4k", s(&p)]);
+    let rb = be64_at(&p, be64_at(&p, 48)) & OFFSET_MASK;
+    let l2 = be64_at(&p, be64_at(&p, 40)) & OFFSET_MASK;
+    let data_cluster = (be64_at(&p, l2) & OFFSET_MASK) / 4096;
+    patch(&p, rb + 2 * data_cluster, &0u16.to_be_bytes());
+    assert_message(
+        &open_err(&p),
+        &p,
+        &format!("cluster {data_cluster} is in use"),
+    );
+}

@@ -154,15 +154,20 @@ fn our_qcow2_written_randomly_passes_check_and_compares_equal_to_raw() {
 }
 
 #[test]
-fn our_writes_to_qemu_made_v2_and_v3_images_pass_check() {
-    for compat in ["0.10", "1.1"] {
+fn our_writes_to_qemu_made_v2_v3_and_1_and_64_bit_refcount_images_pass_check() {
+    for opts in [
+        "compat=0.10",
+        "compat=1.1",
+        "refcount_bits=1",
+        "refcount_bits=64",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("q.qcow2");
         let src = dir.path().join("src.raw");
         let reference = dir.path().join("ref.raw");
         make_raw_pattern(&src, 4 * MIB, 3);
         std::fs::copy(&src, &reference).unwrap();
-        let opts = format!("compat={compat},cluster_size=4k");
+        let opts = format!("{opts},cluster_size=4k");
         run(
             "qemu-img",
             &["convert", "-O", "qcow2", "-o", &opts, s(&src), s(&img)],
