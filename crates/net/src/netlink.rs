@@ -138,13 +138,33 @@ impl Netlink {
 
     /// The interface `name`, or `None` if there is none.
     pub fn link(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        self.get_link(0, Some(name))
+    }
+
+    /// The interface with index `index`, or `None` if there is none.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        let index = i32::try_from(index).map_err(|_| kernel("get link", -libc::EINVAL))?;
+        self.get_link(index, None)
+    }
+
+    /// RTM_GETLINK for one interface, by index or (with index 0) by name.
+    fn get_link(&mut self, index: i32, name: Option<&str>) -> Result<Option<Link>, NetlinkError> {
         let mut attrs = RtBuffer::new();
-        attrs.push(attr(Ifla::Ifname, name)?);
+        if let Some(name) = name {
+            attrs.push(attr(Ifla::Ifname, name)?);
+        }
         let msg = IfinfomsgBuilder::default()
             .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(index)
             .rtattrs(attrs)
             .build()
             .map_err(sock_err)?;
+        let what = || {
+            format!(
+                "get link {}",
+                name.map_or(index.to_string(), str::to_string)
+            )
+        };
         let seq = self.send(Rtm::Getlink, NlmF::empty(), msg)?;
         for _ in 0..MAX_REPLY_DATAGRAMS {
             let (iter, _) = self.sock.recv::<Rtm, Ifinfomsg>().map_err(sock_err)?;
@@ -156,14 +176,12 @@ impl Netlink {
                 match reply.nl_payload() {
                     NlPayload::Payload(info) => return Ok(Some(parse_link(info))),
                     NlPayload::Err(e) if -*e.error() == libc::ENODEV => return Ok(None),
-                    NlPayload::Err(e) => {
-                        return Err(kernel(format!("get link {name}"), *e.error()));
-                    }
+                    NlPayload::Err(e) => return Err(kernel(what(), *e.error())),
                     _ => {}
                 }
             }
         }
-        Err(sock_err("no answer to RTM_GETLINK"))
+        Err(sock_err(format!("{}: no answer", what())))
     }
 
     /// Like [`Netlink::link`], with a missing interface as an error.
@@ -233,7 +251,8 @@ impl Netlink {
         if rdomain == 0 {
             let link = self.existing(name)?;
             if let Some(master) = link.master {
-                if self.link_by_index_kind(master)?.as_deref() == Some(KIND_VRF) {
+                let master = self.link_by_index(master)?;
+                if master.and_then(|m| m.kind).as_deref() == Some(KIND_VRF) {
                     return self.set_master(name, None);
                 }
             }
@@ -359,12 +378,6 @@ impl Netlink {
             .build()
             .map_err(sock_err)?;
         self.ack(Rtm::Dellink, NlmF::empty(), msg, format!("delete {name}"))
-    }
-
-    fn link_by_index_kind(&mut self, index: u32) -> Result<Option<String>, NetlinkError> {
-        let name = if_indextoname(index)
-            .ok_or_else(|| NetlinkError::NoSuchInterface(format!("#{index}")))?;
-        Ok(self.existing(&name)?.kind)
     }
 
     fn create_link(
@@ -516,17 +529,6 @@ fn c_string(p: &[u8]) -> String {
 
 fn u32_of(p: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(p.get(..4)?.try_into().ok()?))
-}
-
-fn if_indextoname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: the buffer is IF_NAMESIZE bytes, as if_indextoname(3) requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    let bytes: Vec<u8> = buf.iter().map(|&c| c as u8).collect();
-    Some(c_string(&bytes))
 }
 
 #[cfg(test)]

@@ -196,6 +196,14 @@ fn tap_bridge_alias_group_addresses_vrf() {
         "{shown}"
     );
 
+    assert_eq!(
+        nl.link_by_index(bridge.index).unwrap(),
+        Some(bridge.clone())
+    );
+    // rdomain 0 leaves a bridge port where it is: only a VRF master is the rdomain.
+    nl.set_rdomain(&name, 0).unwrap();
+    assert_eq!(nl.link(&name).unwrap().unwrap().master, Some(bridge.index));
+
     // Down again.
     nl.set_up(&name, false).unwrap();
     assert!(!nl.link(&name).unwrap().unwrap().up);
