@@ -66,6 +66,8 @@ const BOOTP_SIADDR: usize = 20;
 const BOOTP_CHADDR: usize = 28;
 const BOOTP_FILE: usize = 108;
 const BOOTP_FILE_LEN: usize = 128;
+// The boot file name must fit the `file` field with its NUL.
+const _: () = assert!(NETBOOT_FILE.len() < BOOTP_FILE_LEN);
 /// Where the vendor area (DHCP options) starts.
 const BOOTP_OPTIONS: usize = 236;
 /// Size of the options area of a reply (RFC 2131 minimum a client must accept).
@@ -116,8 +118,12 @@ pub fn server_mac(guest_mac: &MacAddr) -> MacAddr {
     mac
 }
 
-/// The reply to `frame`, a frame sent by the guest, or `None` if it gets none.
+/// The reply to `frame`, a frame sent by the guest, or `None` if it gets none. With a reply,
+/// the request is consumed: the caller injects the reply into the guest's receive queue and
+/// does not forward the request to the tap.
 pub fn respond(frame: &[u8], ctx: &DhcpContext<'_>) -> Option<Vec<u8>> {
+    // At least a minimal BOOTP message behind the Ethernet header (vmd's bound; the IP and UDP
+    // headers are then checked on top), at most one MTU.
     if frame.len() < ETHER_HDR_LEN + BOOTP_MIN_LEN || frame.len() > MAX_FRAME_LEN {
         return None;
     }
@@ -206,6 +212,8 @@ fn parse_request(bootp: &[u8], guest_mac: &MacAddr) -> Option<Request> {
         dhcp_type: None,
         requested: None,
     };
+    // The options area ends where the UDP datagram does. vmd measures it to the end of the
+    // frame instead, which differs only for frames with trailing Ethernet padding.
     let opts = &bootp[BOOTP_OPTIONS..];
     if opts.len() > DHCP_COOKIE.len() + MIN_OPTION_LEN
         && opts.len() < OPTIONS_MAX_LEN
@@ -256,7 +264,6 @@ fn build_bootp_reply(request: &Request, ctx: &DhcpContext<'_>) -> Option<Vec<u8>
     if ctx.netboot.is_some() {
         msg[BOOTP_FILE..BOOTP_FILE + NETBOOT_FILE.len()].copy_from_slice(NETBOOT_FILE.as_bytes());
     }
-    debug_assert!(NETBOOT_FILE.len() < BOOTP_FILE_LEN);
 
     let mut opts = Vec::with_capacity(DHCP_OPTIONS_LEN);
     opts.extend_from_slice(&DHCP_COOKIE);

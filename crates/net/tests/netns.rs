@@ -264,6 +264,12 @@ fn tap_names_first_free_and_busy() {
     drop(t1);
     let again = Tap::create(None, TapOptions::default()).unwrap();
     assert_eq!(again.name(), "tap1", "freed names are reused");
+    // A persistent tap the admin prepared is taken over by name, and stays after us.
+    ip(&["tuntap", "add", "dev", "tap9", "mode", "tap"]);
+    let t9 = Tap::create(Some("tap9"), TapOptions::default()).unwrap();
+    assert_eq!(t9.name(), "tap9");
+    drop(t9);
+    assert!(ip(&["link", "show", "tap9"]).contains("tap9"));
     // A named tap that is a different kind of device cannot be made.
     assert!(Tap::create(Some("tap0"), TapOptions::default()).is_err());
 }
