@@ -578,3 +578,130 @@ fn several_waiters_load_reset_log_and_json_status() {
         "reset to forget every VM",
     );
 }
+
+/// A network namespace for one test, removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        assert!(
+            succeeds(Command::new("ip").args(["netns", "add", name])),
+            "ip netns add {name}"
+        );
+        Netns(name.to_string())
+    }
+
+    fn link(&self, dev: &str) -> Option<String> {
+        let o = Command::new("ip")
+            .args(["-n", &self.0, "-d", "link", "show", dev])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Start vmd inside `ns` with `conf`; returns the child and the socket path.
+fn vmd_in_netns(ns: &Netns, dir: &Path, conf: &str) -> (Child, PathBuf) {
+    let socket = dir.join("vmd.sock");
+    let path = dir.join("vm.conf");
+    std::fs::write(&path, conf).unwrap();
+    let log = std::fs::File::create(dir.join("vmd.log")).unwrap();
+    // vmd runs inside the namespace: nothing it creates touches the host's interfaces.
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, VMD, "-d", "-vv", "-f"])
+        .arg(&path)
+        .arg("-s")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (child, socket)
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn switches_become_bridges_in_the_daemons_namespace_and_go_on_reset() {
+    if skip_unless_root() {
+        return;
+    }
+    if !succeeds(Command::new("ip").arg("-V")) {
+        eprintln!("SKIPPED: iproute2 (ip) is not installed");
+        return;
+    }
+    let ns = Netns::new("vmdtest-switch");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let conf = "switch \"uplink\" {\n\tinterface br-vmdtest\n\tgroup vmdnet\n\tup\n}\n";
+    let vmd_log = || std::fs::read_to_string(dir.path().join("vmd.log")).unwrap_or_default();
+
+    let (mut child, socket) = vmd_in_netns(&ns, dir.path(), conf);
+    assert!(
+        wait_for(|| ns
+            .link("br-vmdtest")
+            .is_some_and(|l| l.contains("switch1-uplink"))),
+        "{}",
+        vmd_log()
+    );
+    let link = ns.link("br-vmdtest").unwrap();
+    assert!(link.contains("bridge"), "a bridge: {link}");
+    assert!(link.contains("alias switch1-uplink"), "{link}");
+    assert!(link.contains("state UP") || link.contains(",UP"), "{link}");
+    assert!(
+        !link.contains("group default"),
+        "the switch's group is applied: {link}"
+    );
+    let reset = Command::new(vmctl_path())
+        .arg("-s")
+        .arg(&socket)
+        .args(["reset", "switches"])
+        .output()
+        .unwrap();
+    assert!(reset.status.success(), "{}", text(&reset));
+    assert!(
+        wait_for(|| ns.link("br-vmdtest").is_none()),
+        "reset switches removes the bridge vmd created"
+    );
+    // SAFETY: signalling our own child (ip netns exec execs vmd in place).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+
+    // Everything vmd created is gone after it stops.
+    let (mut child, _) = vmd_in_netns(&ns, dir.path(), conf);
+    assert!(
+        wait_for(|| ns.link("br-vmdtest").is_some()),
+        "{}",
+        vmd_log()
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(
+        wait_for(|| ns.link("br-vmdtest").is_none()),
+        "vmd's exit removes its bridges"
+    );
+}

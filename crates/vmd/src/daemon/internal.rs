@@ -140,3 +140,38 @@ pub enum VmReport {
     /// The VM ended.
     Ended(VmEnd),
 }
+
+/// A switch's bridge as the priv process sets it up (spec §6.2, F-NET-12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchSetup {
+    /// 1-based switch number, for the description `switch<id>-<name>`.
+    pub id: u32,
+    /// Switch name.
+    pub name: String,
+    /// The Linux bridge.
+    pub bridge: String,
+    /// Interface group.
+    pub group: Option<String>,
+    /// Routing domain (VRF).
+    pub rdomain: Option<u8>,
+    /// Administratively up.
+    pub up: bool,
+}
+
+/// parent -> priv.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ParentToPriv {
+    /// Make the switch's bridge exist and configure it.
+    SetupSwitch(SwitchSetup),
+    /// Delete a bridge this daemon created.
+    RemoveBridge { bridge: String },
+}
+
+/// priv -> parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PrivToParent {
+    /// The switch is set up; `created` when its bridge did not exist before.
+    SwitchReady { bridge: String, created: bool },
+    /// A request failed.
+    Failed { message: String },
+}

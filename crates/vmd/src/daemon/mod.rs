@@ -1,5 +1,6 @@
 //! vmd's processes (spec §1, DESIGN.md §2): the parent (root: configuration, registry,
-//! resources), control (the socket), vmm (VM process supervision) and one process per VM.
+//! resources), priv (root: host network interfaces), control (the socket), vmm (VM process
+//! supervision) and one process per VM.
 //! Every child is vmd re-executed with a hidden role argument and a socketpair fd.
 
 pub mod control;
@@ -7,6 +8,7 @@ pub mod internal;
 pub mod log;
 pub mod parent;
 pub mod privdrop;
+pub mod privproc;
 pub mod pty;
 pub mod sandbox;
 pub mod signals;
@@ -42,6 +44,7 @@ pub fn child_main(args: &[String]) -> ExitCode {
         "control" => control::main(chan, &inherit, rest),
         "vmm" => vmm::main(chan, &inherit),
         "vm" => vmproc::main(chan, &inherit),
+        "priv" => privproc::main(chan, &inherit),
         other => {
             eprintln!("vmd: unknown internal role {other:?}");
             ExitCode::FAILURE

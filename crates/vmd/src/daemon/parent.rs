@@ -15,7 +15,8 @@ use ipc::proto::{Request, Response, VmRef};
 use ipc::Channel;
 
 use super::internal::{
-    ClientId, ControlToParent, Launch, ParentToControl, ParentToVmm, VmEnd, VmmToParent,
+    ClientId, ControlToParent, Launch, ParentToControl, ParentToPriv, ParentToVmm, PrivToParent,
+    SwitchSetup, VmEnd, VmmToParent,
 };
 use super::pty::{self, Console};
 use super::spawn::{self, Inherit};
@@ -47,6 +48,7 @@ pub struct Options {
 enum Event {
     Control(Box<ControlToParent>, Vec<OwnedFd>),
     Vmm(VmmToParent),
+    Priv(PrivToParent),
     ChildGone(&'static str),
     Signal(i32),
 }
@@ -68,6 +70,9 @@ struct Parent {
     registry: Registry,
     control: Arc<Channel>,
     vmm: Arc<Channel>,
+    privsep: Arc<Channel>,
+    /// Bridges this daemon created for switches: removed again on reset and at exit.
+    created_bridges: Vec<String>,
     live: HashMap<u32, Live>,
     waiters: HashMap<u32, Vec<ClientId>>,
     shutting_down: bool,
@@ -119,6 +124,13 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let privsep = match start_child("priv", &opts.inherit, &[]) {
+        Ok(c) => c,
+        Err(e) => {
+            log_warn!("starting priv: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -131,6 +143,7 @@ pub fn run(opts: Options) -> ExitCode {
         Event::Control(Box::new(m), fds)
     });
     forward::<VmmToParent>(&vmm, tx.clone(), "vmm", |m, _| Event::Vmm(m));
+    forward::<PrivToParent>(&privsep, tx.clone(), "priv", |m, _| Event::Priv(m));
     signals::forward(move |s| {
         let _ = tx.send(Event::Signal(s));
     });
@@ -140,11 +153,16 @@ pub fn run(opts: Options) -> ExitCode {
         registry,
         control,
         vmm,
+        privsep,
+        created_bridges: Vec::new(),
         live: HashMap::new(),
         waiters: HashMap::new(),
         shutting_down: false,
     };
-    parent.event_loop(&rx)
+    parent.setup_switches();
+    let code = parent.event_loop(&rx);
+    parent.remove_bridges();
+    code
 }
 
 fn load_config(opts: &Options) -> Result<vmconf::Config, ()> {
@@ -224,6 +242,12 @@ impl Parent {
             match rx.recv_timeout(wait) {
                 Ok(Event::Control(msg, fds)) => self.control_message(*msg, fds),
                 Ok(Event::Vmm(msg)) => self.vmm_message(msg),
+                Ok(Event::Priv(PrivToParent::SwitchReady { bridge, created })) => {
+                    if created && !self.created_bridges.contains(&bridge) {
+                        self.created_bridges.push(bridge);
+                    }
+                }
+                Ok(Event::Priv(PrivToParent::Failed { message })) => log_warn!("{message}"),
                 Ok(Event::ChildGone(name)) => {
                     log_warn!("{name} process went away: exiting");
                     return ExitCode::FAILURE;
@@ -247,6 +271,32 @@ impl Parent {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return ExitCode::FAILURE,
             }
+        }
+    }
+
+    /// Have priv set up every known switch's bridge (idempotent: run again after reloads).
+    fn setup_switches(&self) {
+        for sw in self.registry.switches() {
+            let setup = SwitchSetup {
+                id: sw.id,
+                name: sw.name.clone(),
+                bridge: sw.interface.clone(),
+                group: sw.group.clone(),
+                rdomain: sw.rdomain,
+                up: sw.up,
+            };
+            if let Err(e) = self.privsep.send(&ParentToPriv::SetupSwitch(setup), &[]) {
+                log_warn!("priv: {e}");
+            }
+        }
+    }
+
+    /// Delete the bridges this daemon created (`reset switches`, daemon exit).
+    fn remove_bridges(&mut self) {
+        for bridge in self.created_bridges.drain(..) {
+            let _ = self
+                .privsep
+                .send(&ParentToPriv::RemoveBridge { bridge }, &[]);
         }
     }
 
@@ -356,6 +406,12 @@ impl Parent {
                         }
                     }
                 }
+                if matches!(
+                    kind,
+                    ipc::proto::ResetKind::All | ipc::proto::ResetKind::Switches
+                ) {
+                    self.remove_bridges();
+                }
                 self.registry.reset(kind);
                 self.reply(client, Response::Ok);
             }
@@ -412,6 +468,7 @@ impl Parent {
                 for p in problems {
                     log_warn!("{p}");
                 }
+                self.setup_switches();
                 if let Some(c) = client {
                     self.reply(c, Response::Ok);
                 }
