@@ -31,7 +31,7 @@ const INET6_HOST_SUFFIX: u8 = 1;
 const INET6_GUEST_SUFFIX: u8 = 2;
 /// First byte of a generated ULA prefix (`fd00::/8`, RFC 4193 with L = 1).
 const ULA_FIRST_BYTE: u8 = 0xfd;
-/// Random bytes after [`ULA_FIRST_BYTE`] in a generated prefix (56 bits, bytes 1-7).
+/// Random bytes after the leading `fd` of a generated prefix (56 bits, bytes 1-7).
 pub const ULA_RANDOM_BYTES: usize = 7;
 
 /// Why a NIC gets no local address; the interface is then left unconfigured, as in vmd.
