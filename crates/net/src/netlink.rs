@@ -39,6 +39,10 @@ pub const VRF_PREFIX: &str = "vrf";
 pub const GROUP_BASE: u32 = 256;
 /// `IFLA_VRF_TABLE` inside `IFLA_INFO_DATA` of a VRF (linux/if_link.h; neli has no enum).
 const IFLA_VRF_TABLE: u16 = 1;
+/// `IFLA_BRPORT_LEARNING` inside `IFLA_PROTINFO` of a bridge port (linux/if_link.h).
+const IFLA_BRPORT_LEARNING: u16 = 8;
+/// Marks a netlink attribute as nested (linux/netlink.h).
+const NLA_F_NESTED: u16 = 0x8000;
 /// Link kinds as the kernel names them in `IFLA_INFO_KIND`.
 const KIND_BRIDGE: &str = "bridge";
 const KIND_VRF: &str = "vrf";
@@ -243,6 +247,32 @@ impl Netlink {
     /// Puts the link into Linux link group `group` (F-NET-05, see [`group_number`]).
     pub fn set_group(&mut self, name: &str, group: u32) -> Result<(), NetlinkError> {
         self.set_attr(name, attr(Ifla::Group, group)?, "set group")
+    }
+
+    /// Turns MAC learning of the bridge port `name` on or off. For `locked lladdr` switches:
+    /// the device already drops spoofed frames, and without learning the bridge does not even
+    /// record the addresses a guest tries.
+    pub fn set_port_learning(&mut self, name: &str, on: bool) -> Result<(), NetlinkError> {
+        let link = self.existing(name)?;
+        let mut port = RtBuffer::<u16, Buffer>::new();
+        port.push(attr(IFLA_BRPORT_LEARNING, u8::from(on))?);
+        let mut attrs = RtBuffer::new();
+        // The bridge code takes per-port settings only from a nested IFLA_PROTINFO; without
+        // the flag it reads the attribute as an old-style port state byte.
+        let protinfo = Ifla::from(u16::from(Ifla::Protinfo) | NLA_F_NESTED);
+        attrs.push(attr(protinfo, port)?);
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::from(libc::AF_BRIDGE as u8))
+            .ifi_index(link.index as i32)
+            .rtattrs(attrs)
+            .build()
+            .map_err(sock_err)?;
+        self.ack(
+            Rtm::Setlink,
+            NlmF::empty(),
+            msg,
+            format!("set learning of bridge port {name}"),
+        )
     }
 
     /// Moves `name` into rdomain `rdomain` (F-NET-04): rdomain 0 takes it out of any VRF,
