@@ -15,6 +15,7 @@ pub mod pci;
 pub mod pm;
 pub mod rtc;
 pub mod serial;
+pub mod virtio;
 
 #[cfg(test)]
 mod testutil;

@@ -13,7 +13,7 @@
 //!   (ioeventfds).
 
 mod alloc;
-mod config;
+pub mod config;
 mod host_bridge;
 pub mod msix;
 mod root;

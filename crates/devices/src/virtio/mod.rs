@@ -1,0 +1,132 @@
+//! Virtio devices on a transitional virtio-pci transport (spec §5.6, F-HW-11, F-HW-13,
+//! F-HW-15).
+//!
+//! A device ([`VirtioDevice`]) knows its queues and configuration layout; the transport
+//! ([`VirtioPciDevice`]) presents it on PCI through both the legacy 0.9 registers in an I/O
+//! BAR (OpenBSD 6.9, SeaBIOS) and the modern 1.x capabilities in a memory BAR (Linux), and
+//! delivers its interrupts through INTx + ISR or MSI-X. Queues are `virtio-queue` split rings
+//! over `vm-memory` guest memory.
+//!
+//! A guest can never make a device panic: a malformed ring or descriptor chain marks the
+//! device `DEVICE_NEEDS_RESET` and raises a configuration-change interrupt (spec §5.6), and
+//! the device processes nothing more until the driver resets it.
+
+mod pci;
+mod queue;
+pub mod rng;
+
+pub use pci::{NotifyAddress, PciIrq, VirtioPciDevice};
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+use crate::pci::config::PciIds;
+
+/// VIRTIO_F_VERSION_1: the modern interface.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+/// VIRTIO_F_RING_INDIRECT_DESC: indirect descriptor tables (handled by virtio-queue).
+pub const VIRTIO_F_RING_INDIRECT_DESC: u64 =
+    1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+/// VIRTIO_F_RING_EVENT_IDX: used_event/avail_event notification suppression.
+pub const VIRTIO_F_RING_EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// Transport features every ring-based device here offers.
+pub const RING_FEATURES: u64 =
+    VIRTIO_F_VERSION_1 | VIRTIO_F_RING_INDIRECT_DESC | VIRTIO_F_RING_EVENT_IDX;
+
+/// Device status bits (virtio 1.x §2.1).
+pub const STATUS_ACKNOWLEDGE: u8 =
+    virtio_bindings::virtio_config::VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
+pub const STATUS_DRIVER: u8 = virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER as u8;
+pub const STATUS_DRIVER_OK: u8 = virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER_OK as u8;
+pub const STATUS_FEATURES_OK: u8 =
+    virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK as u8;
+pub const STATUS_NEEDS_RESET: u8 =
+    virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+pub const STATUS_FAILED: u8 = virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FAILED as u8;
+
+/// PCI vendor of virtio devices (Qumranet, now Red Hat).
+pub const PCI_VENDOR_VIRTIO: u16 = 0x1af4;
+
+/// What a device wants to tell the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptKind {
+    /// Queue `n` has new used buffers.
+    Queue(u16),
+    /// The device configuration (or status) changed.
+    Config,
+}
+
+/// The transport's interrupt path, handed to a device at activation.
+pub trait VirtioInterrupt: Send + Sync {
+    /// Raise `kind` (ISR bit + INTx, or the MSI-X vector the driver chose).
+    fn trigger(&self, kind: InterruptKind);
+    /// The driver broke the device's rules: set DEVICE_NEEDS_RESET and tell it.
+    fn needs_reset(&self);
+}
+
+/// A virtio device behind a transport.
+pub trait VirtioDevice: Send {
+    /// Virtio device id (2 block, 4 entropy, ...).
+    fn device_type(&self) -> u32;
+    /// PCI identity the transport presents.
+    fn pci_ids(&self) -> PciIds;
+    /// Only the legacy interface (vmmci: spec §5.6); no modern BAR, no MSI-X.
+    fn legacy_only(&self) -> bool {
+        false
+    }
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered.
+    fn features(&self) -> u64;
+    /// Read device configuration space at `offset`.
+    fn read_config(&mut self, offset: u64, data: &mut [u8]);
+    /// Write device configuration space at `offset`; read-only by default.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = (offset, data);
+    }
+    /// The driver set DRIVER_OK: start serving `queues` (one per
+    /// [`VirtioDevice::queue_max_sizes`] entry; those the driver did not enable are not
+    /// ready) with the negotiated `features`.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        queues: Vec<Queue>,
+        features: u64,
+    );
+    /// Handle everything the driver made available on queue `index`.
+    fn process_queue(&mut self, index: usize);
+    /// The driver reset the device: drop the queues and go back to the initial state.
+    fn reset(&mut self);
+}
+
+/// PCI device id of a transitional device of virtio type `device_type` (virtio 1.x §4.1.2.1).
+pub fn transitional_device_id(device_type: u32) -> u16 {
+    match device_type {
+        virtio_bindings::virtio_ids::VIRTIO_ID_NET => 0x1000,
+        virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK => 0x1001,
+        virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON => 0x1002,
+        virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE => 0x1003,
+        virtio_bindings::virtio_ids::VIRTIO_ID_SCSI => 0x1004,
+        virtio_bindings::virtio_ids::VIRTIO_ID_RNG => 0x1005,
+        // Types without a transitional id get the modern one.
+        t => 0x1040 + t as u16,
+    }
+}
+
+/// The PCI identity of a transitional virtio device: revision 0 and the virtio type as
+/// subsystem id, which is how legacy drivers (OpenBSD's virtio_pci) find the device type.
+pub fn transitional_ids(device_type: u32, class: u8, subclass: u8) -> PciIds {
+    PciIds {
+        vendor: PCI_VENDOR_VIRTIO,
+        device: transitional_device_id(device_type),
+        revision: 0,
+        class,
+        subclass,
+        prog_if: 0,
+        subsystem_vendor: PCI_VENDOR_VIRTIO,
+        subsystem_id: device_type as u16,
+    }
+}
