@@ -11,6 +11,7 @@
 //! device `DEVICE_NEEDS_RESET` and raises a configuration-change interrupt (spec §5.6), and
 //! the device processes nothing more until the driver resets it.
 
+pub mod blk;
 mod pci;
 mod queue;
 pub mod rng;
