@@ -15,6 +15,7 @@ pub mod blk;
 mod pci;
 mod queue;
 pub mod rng;
+pub mod vmmci;
 
 pub use pci::{NotifyAddress, PciIrq, VirtioPciDevice};
 
