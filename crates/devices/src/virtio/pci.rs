@@ -28,7 +28,7 @@ use super::{
     InterruptKind, VirtioDevice, VirtioInterrupt, STATUS_DRIVER_OK, STATUS_FAILED,
     STATUS_NEEDS_RESET, VIRTIO_F_RING_EVENT_IDX,
 };
-use crate::pci::config::{BarSpace, ConfigSpace};
+use crate::pci::config::{BarSpace, ConfigSpace, COMMAND_INTX_DISABLE};
 use crate::pci::msix::{MsiTrigger, Msix};
 use crate::pci::PciDevice;
 
@@ -111,6 +111,9 @@ const CAP_COMMON_CFG: u8 = 1;
 const CAP_NOTIFY_CFG: u8 = 2;
 const CAP_ISR_CFG: u8 = 3;
 const CAP_DEVICE_CFG: u8 = 4;
+const CAP_PCI_CFG: u8 = 5;
+/// Bytes of the pci_cfg_data window after the PCI_CFG capability header.
+const PCI_CFG_DATA_LEN: usize = 4;
 const VIRTIO_CAP_LEN: usize = 16;
 const NOTIFY_CAP_LEN: usize = 20;
 
@@ -173,6 +176,8 @@ struct Interrupts {
     queue_vectors: Vec<AtomicU16>,
     needs_reset: AtomicBool,
     generation: AtomicU8,
+    /// COMMAND.INTX_DISABLE as the guest last wrote it.
+    intx_disabled: AtomicBool,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,6 +190,9 @@ impl Interrupts {
     }
 
     fn pulse_intx(&self) {
+        if self.intx_disabled.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(fd) = &self.intx {
             // A full counter still leaves the fd readable: nothing is lost.
             let _ = fd.write(1);
@@ -243,6 +251,8 @@ pub struct VirtioPciDevice {
     queues: Vec<QueueConfig>,
     queue_events: Vec<EventFd>,
     activated: bool,
+    /// Offset of the VIRTIO_PCI_CAP_PCI_CFG capability.
+    pci_cfg_cap: Option<usize>,
 }
 
 fn le_value(data: &[u8]) -> u64 {
@@ -304,6 +314,7 @@ impl VirtioPciDevice {
         config.add_bar(LEGACY_BAR, BarSpace::Io, LEGACY_BAR_SIZE);
         config.set_interrupt(INTA, irq.line);
         let nq = sizes.len();
+        let mut pci_cfg_cap = None;
         let msix = match (&irq.msi, legacy_only) {
             (Some(t), false) => {
                 // One vector per queue plus one for configuration changes.
@@ -332,6 +343,14 @@ impl VirtioPciDevice {
             ] {
                 config.add_capability(&cap, &[]);
             }
+            // VIRTIO_PCI_CAP_PCI_CFG: BAR access through configuration space, which SeaBIOS
+            // needs in 16-bit mode where the memory BAR is out of reach. The guest writes
+            // bar, offset and length, then reads or writes pci_cfg_data.
+            let cap = virtio_cap(CAP_PCI_CFG, 0, 0, 0, Some(0));
+            let mut wmask = [0u8; NOTIFY_CAP_LEN];
+            wmask[4] = 0xff;
+            wmask[8..16].fill(0xff);
+            pci_cfg_cap = Some(config.add_capability(&cap, &wmask));
         }
         let queue_events = (0..nq)
             .map(|_| EventFd::new(EFD_NONBLOCK))
@@ -354,6 +373,7 @@ impl VirtioPciDevice {
                 queue_vectors: (0..nq).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
                 needs_reset: AtomicBool::new(false),
                 generation: AtomicU8::new(0),
+                intx_disabled: AtomicBool::new(false),
             }),
             legacy_only,
             device_features,
@@ -365,7 +385,26 @@ impl VirtioPciDevice {
             queues: sizes.into_iter().map(QueueConfig::new).collect(),
             queue_events,
             activated: false,
+            pci_cfg_cap,
         })
+    }
+
+    /// If `[offset, offset + len)` touches pci_cfg_data: the BAR, the offset in it and the
+    /// config-space range of the data window that is accessed (the length the driver set).
+    fn pci_cfg_window(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Option<(usize, u64, std::ops::Range<usize>)> {
+        let cap = self.pci_cfg_cap?;
+        let data = cap + VIRTIO_CAP_LEN;
+        if offset >= data + PCI_CFG_DATA_LEN || offset + len <= data {
+            return None;
+        }
+        let bar = usize::from(self.config.u16_at(cap + 4) as u8);
+        let bar_off = u64::from(self.config.u32_at(cap + 8));
+        let n = (self.config.u32_at(cap + 12) as usize).min(PCI_CFG_DATA_LEN);
+        Some((bar, bar_off, data..data + n))
     }
 
     /// The device behind the transport, for the thread that runs its queues.
@@ -740,8 +779,31 @@ impl PciDevice for VirtioPciDevice {
         &mut self.config
     }
 
+    fn read_config(&mut self, offset: usize, data: &mut [u8]) {
+        self.config.read(offset, data);
+        if let Some(window) = self.pci_cfg_window(offset, data.len()) {
+            let (bar, bar_off, range) = window;
+            let mut bytes = [0u8; PCI_CFG_DATA_LEN];
+            self.bar_read(bar, bar_off, &mut bytes[..range.len()]);
+            for (i, b) in range.clone().enumerate() {
+                if let Some(d) = b.checked_sub(offset).and_then(|o| data.get_mut(o)) {
+                    *d = bytes[i];
+                }
+            }
+        }
+    }
+
     fn write_config(&mut self, offset: usize, data: &[u8]) {
+        // pci_cfg_data is a window, not storage: a write there goes to the BAR.
+        if let Some((bar, bar_off, range)) = self.pci_cfg_window(offset, data.len()) {
+            if range.start == offset && range.len() == data.len() {
+                self.bar_write(bar, bar_off, data);
+            }
+            return;
+        }
         self.config.write(offset, data);
+        let disabled = self.config.command() & COMMAND_INTX_DISABLE != 0;
+        self.irq.intx_disabled.store(disabled, Ordering::SeqCst);
         if let Some(m) = &self.irq.msix {
             lock(m).update_from_config(&self.config);
         }
@@ -999,7 +1061,8 @@ mod tests {
                 CAP_COMMON_CFG,
                 CAP_ISR_CFG,
                 CAP_DEVICE_CFG,
-                CAP_NOTIFY_CFG
+                CAP_NOTIFY_CFG,
+                CAP_PCI_CFG
             ]
         );
         assert_eq!(caps[0].1, crate::pci::msix::MSIX_CAP_ID);
@@ -1196,5 +1259,47 @@ mod tests {
                 mem.write_slice(&garbage, GuestAddress(0)).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn pci_cfg_capability_reaches_the_bars() {
+        let mem = memory();
+        let (mut dev, _) = rng_transport(&mem, None);
+        let cap = dev.pci_cfg_cap.unwrap();
+        assert_eq!(dev.config.u16_at(cap) >> 8, 0, "last capability");
+        // Select the modern BAR, num_queues (2 bytes).
+        dev.write_config(cap + 4, &[MODERN_BAR as u8]);
+        dev.write_config(cap + 8, &(C_NUM_QUEUES as u32).to_le_bytes());
+        dev.write_config(cap + 12, &2u32.to_le_bytes());
+        let mut d = [0u8; 4];
+        dev.read_config(cap + VIRTIO_CAP_LEN, &mut d);
+        assert_eq!(u16::from_le_bytes([d[0], d[1]]), 1);
+        // Write the status byte through the window.
+        dev.write_config(cap + 8, &(C_STATUS as u32).to_le_bytes());
+        dev.write_config(cap + 12, &1u32.to_le_bytes());
+        dev.write_config(cap + VIRTIO_CAP_LEN, &[STATUS_ACKNOWLEDGE]);
+        assert_eq!(dev.status(), STATUS_ACKNOWLEDGE);
+        // Legacy BAR through the window too.
+        dev.write_config(cap + 4, &[LEGACY_BAR as u8]);
+        dev.write_config(cap + 8, &(L_QUEUE_SIZE as u32).to_le_bytes());
+        dev.write_config(cap + 12, &2u32.to_le_bytes());
+        dev.read_config(cap + VIRTIO_CAP_LEN, &mut d);
+        assert_eq!(u16::from_le_bytes([d[0], d[1]]), 64);
+    }
+
+    #[test]
+    fn intx_disable_in_command_register() {
+        let mem = memory();
+        let (mut dev, intx) = rng_transport(&mem, None);
+        let cmd = dev.config.command() | COMMAND_INTX_DISABLE;
+        dev.write_config(4, &cmd.to_le_bytes());
+        dev.irq.trigger(InterruptKind::Config);
+        assert!(intx.read().is_err());
+        let mut isr = [0u8];
+        dev.legacy_read(L_ISR, &mut isr);
+        assert_eq!(isr[0], ISR_CONFIG, "the cause is still recorded");
+        dev.write_config(4, &(cmd & !COMMAND_INTX_DISABLE).to_le_bytes());
+        dev.irq.trigger(InterruptKind::Config);
+        assert_eq!(intx.read().unwrap(), 1);
     }
 }
