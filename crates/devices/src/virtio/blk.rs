@@ -919,4 +919,46 @@ mod tests {
         dev.bar_read(LEGACY_BAR, 20 + 16, &mut geo);
         assert_eq!(geo, [0; 4], "geometry reads zero");
     }
+
+    #[test]
+    fn indirect_descriptor_table() {
+        use virtio_bindings::virtio_ring::VRING_DESC_F_INDIRECT;
+        let mem = memory();
+        let disk = MemDisk::new(false);
+        disk.data.lock().unwrap()[512..1024].fill(0x5a);
+        let mut h = harness(&mem, Box::new(disk));
+        let table = 0x50_0000u64;
+        let entries = [
+            Descriptor::new(HEADER, 16, VRING_DESC_F_NEXT as u16, 1),
+            Descriptor::new(
+                IN_BASE,
+                512,
+                (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+                2,
+            ),
+            Descriptor::new(STATUS, 1, VRING_DESC_F_WRITE as u16, 0),
+        ];
+        for (i, d) in entries.iter().enumerate() {
+            mem.write_obj(RawDescriptor::from(*d), GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        mem.write_slice(&header(VIRTIO_BLK_T_IN, 1), GuestAddress(HEADER))
+            .unwrap();
+        let head = Descriptor::new(table, 48, VRING_DESC_F_INDIRECT as u16, 0);
+        h.vq.add_desc_chains(&[RawDescriptor::from(head)], 0)
+            .unwrap();
+        h.blk.process_queue(0);
+        assert_eq!(h.vq.used().idx().load(), 1);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), OK);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(IN_BASE + 511)).unwrap(),
+            0x5a
+        );
+        // An indirect table whose length is not a whole number of descriptors is malformed.
+        let bad = Descriptor::new(table, 40, VRING_DESC_F_INDIRECT as u16, 0);
+        h.vq.add_desc_chains(&[RawDescriptor::from(bad)], 1)
+            .unwrap();
+        h.blk.process_queue(0);
+        assert!(*h.irq.needs_reset.lock().unwrap());
+    }
 }

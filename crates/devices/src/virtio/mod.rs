@@ -132,3 +132,104 @@ pub fn transitional_ids(device_type: u32, class: u8, subclass: u8) -> PciIds {
         subsystem_id: device_type as u16,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The devices wired the way the hypervisor does it: one PCI root, vmd's creation order,
+    //! BAR windows on the buses, notify addresses following a BAR move.
+
+    use super::blk::{Block, RawFile};
+    use super::rng::Rng;
+    use super::vmmci::Vmmci;
+    use super::*;
+    use crate::pci::{
+        BarAllocator, BarMove, BarSpace, PciBarWindow, PciConfigIo, PciRoot, ECAM_SIZE,
+        PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END,
+        PCI_MMIO_HOLE_START,
+    };
+    use crate::Bus;
+    use std::sync::Mutex;
+
+    #[test]
+    fn vmd_topology_on_the_bus() {
+        let mem = queue::testing::memory();
+        let ecam = PCI_MMIO_HOLE_START..PCI_MMIO_HOLE_START + ECAM_SIZE;
+        let alloc = BarAllocator::new(
+            PCI_IO_START..PCI_IO_END,
+            ecam.end..PCI_MMIO_HOLE_END,
+            ecam.clone(),
+        );
+        let root = Arc::new(Mutex::new(PciRoot::new(alloc)));
+        let irq = |line| PciIrq {
+            intx: None,
+            line,
+            msi: None,
+        };
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let disk = Block::new(Box::new(RawFile::new(file, true).unwrap()), "");
+        let (vmmci, _host) = Vmmci::new().unwrap();
+        let devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = vec![
+            Arc::new(Mutex::new(Rng::new())),
+            Arc::new(Mutex::new(disk)),
+            Arc::new(Mutex::new(vmmci)),
+        ];
+        let mut transports = vec![];
+        for (i, d) in devices.into_iter().enumerate() {
+            let t = Arc::new(Mutex::new(
+                VirtioPciDevice::new(d, mem.clone(), irq(3 + i as u8)).unwrap(),
+            ));
+            let slot = root.lock().unwrap().add_device(t.clone()).unwrap();
+            assert_eq!(usize::from(slot), i + 1, "creation order");
+            transports.push(t);
+        }
+        let moves = Arc::new(Mutex::new(Vec::<BarMove>::new()));
+        let m = moves.clone();
+        root.lock()
+            .unwrap()
+            .set_bar_move_handler(Box::new(move |mv| m.lock().unwrap().push(*mv)));
+        let mut pio = Bus::new();
+        pio.insert(
+            Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+            PCI_CONFIG_IO_BASE.into(),
+            PCI_CONFIG_IO_LEN,
+        )
+        .unwrap();
+        pio.insert(
+            Arc::new(Mutex::new(PciBarWindow::new(
+                root.clone(),
+                BarSpace::Io,
+                PCI_IO_START,
+            ))),
+            PCI_IO_START,
+            PCI_IO_END - PCI_IO_START,
+        )
+        .unwrap();
+        // vmd's I/O BARs: 0x1000, 0x2000, 0x3000 in slot order.
+        for (i, t) in transports.iter().enumerate() {
+            let io = t.lock().unwrap().notify_addresses();
+            let legacy = io.iter().find(|n| n.space == BarSpace::Io);
+            if i < 2 {
+                assert_eq!(legacy.unwrap().addr, PCI_IO_START * (i as u64 + 1) + 16);
+            }
+        }
+        assert!(
+            transports[2].lock().unwrap().notify_addresses().is_empty(),
+            "vmmci has no queues"
+        );
+        // The guest moves the rng's I/O BAR: the handler hears it and the notify address
+        // follows.
+        pio.write(0xcf8, &(0x8000_0000u32 | 1 << 11 | 0x10).to_le_bytes());
+        pio.write(0xcfc, &0xc000u32.to_le_bytes());
+        let mv = moves.lock().unwrap()[0];
+        assert_eq!((mv.slot, mv.bar, mv.old, mv.new), (1, 0, 0x1000, 0xc000));
+        let n = transports[0].lock().unwrap().notify_addresses();
+        assert_eq!(n[0].addr, 0xc000 + 16);
+        let mut b = [0u8; 2];
+        pio.read(0xc000 + 12, &mut b);
+        assert_eq!(
+            u16::from_le_bytes(b),
+            rng::RNG_QUEUE_SIZE,
+            "decoded at the new place"
+        );
+    }
+}
