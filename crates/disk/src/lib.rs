@@ -25,7 +25,8 @@ mod qcow2;
 mod raw;
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub use chain::{inspect, open_chain, open_path, ChainImage, ImageInfo, MAX_CHAIN_IMAGES};
@@ -33,9 +34,6 @@ pub use create::{convert, create_overlay, create_qcow2, create_raw, Progress, CO
 pub use error::DiskError;
 pub use qcow2::Qcow2Backend;
 pub use raw::RawBackend;
-
-/// Sector size of the virtio-blk interface; sizes reported to guests are multiples of it.
-pub const SECTOR_SIZE: u64 = 512;
 
 /// A disk as a device sees it: a fixed-size array of bytes.
 ///
@@ -92,11 +90,10 @@ pub fn detect_format(file: &File, explicit: Option<Format>) -> io::Result<Format
         return Ok(format);
     }
     let mut magic = [0u8; 4];
-    let mut reader = file;
-    reader.seek(SeekFrom::Start(0))?;
+    // pread, not read: the fd may be shared with the parent, whose file offset we leave alone.
     let mut got = 0;
     while got < magic.len() {
-        match reader.read(&mut magic[got..])? {
+        match file.read_at(&mut magic[got..], got as u64)? {
             0 => break,
             n => got += n,
         }
