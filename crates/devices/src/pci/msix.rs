@@ -197,14 +197,6 @@ impl Msix {
             };
         }
     }
-
-    /// Clear vectors and state at device reset (entries return to masked).
-    pub fn reset(&mut self) {
-        self.table
-            .iter_mut()
-            .for_each(|e| *e = [0, 0, 0, VECTOR_MASKED]);
-        self.pending.iter_mut().for_each(|p| *p = 0);
-    }
 }
 
 #[cfg(test)]
