@@ -12,7 +12,7 @@
 //! the device processes nothing more until the driver resets it.
 
 pub mod blk;
-mod pci;
+pub mod pci;
 mod queue;
 pub mod rng;
 pub mod vmmci;
