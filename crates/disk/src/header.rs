@@ -236,6 +236,16 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
             "L1 table of {l1_bytes} bytes (limit {MAX_L1_BYTES})"
         )));
     }
+    // Like QEMU, require the L1 table to cover the virtual size: imago would otherwise grow
+    // it on the first write far out, and a header claiming exabytes would make that huge.
+    let virtual_size = be64(&h, 24);
+    let bytes_per_l1_entry = cluster_size * (cluster_size / TABLE_ENTRY);
+    let l1_needed = virtual_size.div_ceil(bytes_per_l1_entry);
+    if l1_entries < l1_needed {
+        return Err(invalid(format!(
+            "L1 table of {l1_entries} entries is too small for a virtual size of {virtual_size} (needs {l1_needed})"
+        )));
+    }
     let l1_offset = be64(&h, 40);
     let rt_offset = be64(&h, 48);
     let mut tables = Tables {
@@ -255,7 +265,7 @@ pub(crate) fn read(file: &File, path: &Path) -> Result<Qcow2Header, DiskError> {
     Ok(Qcow2Header {
         version,
         cluster_bits,
-        size: be64(&h, 24),
+        size: virtual_size,
         backing,
         backing_format,
     })

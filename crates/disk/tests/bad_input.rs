@@ -332,3 +332,15 @@ fn clusters_in_use_without_refcount_are_refused() {
         &format!("cluster {data_cluster} is in use"),
     );
 }
+
+/// A header claiming a virtual size its L1 table cannot map (imago would grow the table on
+/// the first write beyond it: with a size of exabytes, without bound).
+#[test]
+fn l1_table_smaller_than_the_virtual_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = qcow2(dir.path(), "big.qcow2", &[]);
+    patch(&p, 24, &(1u64 << 60).to_be_bytes());
+    let e = open_err(&p);
+    assert!(matches!(e, DiskError::InvalidHeader { .. }), "{e:?}");
+    assert_message(&e, &p, "too small for a virtual size");
+}
