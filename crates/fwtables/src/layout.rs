@@ -73,3 +73,13 @@ pub const ISA_IRQS: u8 = 16;
 
 /// The master 8259's input the slave is cascaded on: it never raises an interrupt itself.
 pub const PIC_CASCADE_IRQ: u8 = 2;
+
+/// Configuration mechanism 1 ports (address 0xCF8, data 0xCFC..0xCFF), claimed by the PCI root.
+pub const PCI_CONFIG_PORT: u16 = 0xCF8;
+/// Number of ports of [`PCI_CONFIG_PORT`].
+pub const PCI_CONFIG_PORT_LEN: u8 = 8;
+/// Port range PCI I/O BARs are allocated from (vmd's 0x1000 upwards, spec §5.4).
+pub const PCI_IO_WINDOW: core::ops::RangeInclusive<u32> = 0x1000..=0xFFFF;
+/// Memory range PCI memory BARs are allocated from: the MMIO hole above bus 0's 1 MiB ECAM
+/// window at 0xF000_0000, up to the I/O APIC.
+pub const PCI_MEM_WINDOW: core::ops::RangeInclusive<u32> = 0xF010_0000..=0xFEBF_FFFF;

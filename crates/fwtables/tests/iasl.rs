@@ -86,7 +86,10 @@ fn iasl_disassembles_every_acpi_table_cleanly() {
         for blob in &blobs[1..] {
             let dsl = disassemble(&scratch.0, &blob.bytes);
             match &blob.bytes[..4] {
-                b"DSDT" => assert!(dsl.contains("_S5_"), "no _S5_ in:\n{dsl}"),
+                b"DSDT" => {
+                    assert!(dsl.contains("_S5_"), "no _S5_ in:\n{dsl}");
+                    assert!(dsl.contains("PNP0A03"), "no PCI root in:\n{dsl}");
+                }
                 b"APIC" => {
                     let lapics = dsl.matches("[Processor Local APIC]").count();
                     assert_eq!(lapics, usize::from(cpus), "MADT:\n{dsl}");

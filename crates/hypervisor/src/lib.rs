@@ -10,15 +10,18 @@
 pub mod boot;
 pub mod cpu;
 pub mod cpuid;
+mod disk;
 mod error;
 pub mod firmware;
 pub mod layout;
 mod pause;
+mod pci;
 mod platform;
 mod vcpu;
 mod vm;
 
 pub use boot::{BootImage, BootKind};
+pub use disk::DiskBackend;
 pub use error::Error;
 pub use vcpu::ExitReason;
 pub use vm::{Vm, VmConfig, VmHandle};

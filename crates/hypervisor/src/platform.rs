@@ -49,7 +49,7 @@ fn insert(
 impl Platform {
     /// Create the devices and map them on `pio`.
     pub fn new(
-        vm: &VmFd,
+        vm: &Arc<VmFd>,
         pio: &mut Bus,
         layout: &MemoryLayout,
         exit: ExitSignal,

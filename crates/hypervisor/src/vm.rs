@@ -44,6 +44,8 @@ const TICK_MS: i32 = 250;
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_CONSOLE: u64 = 2;
 const TOKEN_SCI_RESAMPLE: u64 = 3;
+/// Tokens from here on are virtio queues (index into `Vm::queues`).
+const TOKEN_QUEUE_BASE: u64 = 16;
 
 /// Everything needed to build a VM.
 pub struct VmConfig {
@@ -59,6 +61,8 @@ pub struct VmConfig {
     pub console_in: Option<OwnedFd>,
     /// An open `/dev/kvm`; opened here when `None`.
     pub kvm: Option<Kvm>,
+    /// Disk images, one virtio-blk device each (at most four).
+    pub disks: Vec<Box<dyn disk::BlockBackend>>,
 }
 
 /// Controls a VM from other threads while [`Vm::run`] runs it.
@@ -136,6 +140,8 @@ impl VmHandle {
 pub struct Vm {
     _kvm: Kvm,
     vm: Arc<VmFd>,
+    /// Virtio queues the supervisor runs when the guest notifies them.
+    queues: Vec<crate::pci::QueueEvent>,
     vcpus: Vec<kvm_ioctls::VcpuFd>,
     vcpu_count: u32,
     shared: Arc<Shared>,
@@ -159,7 +165,7 @@ impl Vm {
             });
         }
         let layout = MemoryLayout::new(cfg.memory)?;
-        let vm = kvm.create_vm().map_err(Error::kvm("create VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(Error::kvm("create VM"))?);
         vm.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(Error::kvm("set TSS address"))?;
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
@@ -179,8 +185,14 @@ impl Vm {
 
         let exit = ExitSignal::new().map_err(Error::host("exit eventfd"))?;
         let mut pio = Bus::new();
-        let mmio = Bus::new();
+        let mut mmio = Bus::new();
         let platform = Platform::new(&vm, &mut pio, &layout, exit.clone(), cfg.console_out)?;
+        let disks = cfg
+            .disks
+            .into_iter()
+            .map(crate::disk::DiskBackend)
+            .collect();
+        let queues = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -212,7 +224,8 @@ impl Vm {
         });
         Ok(Vm {
             _kvm: kvm,
-            vm: Arc::new(vm),
+            vm,
+            queues,
             vcpu_count: cfg.vcpus,
             vcpus,
             shared,
@@ -294,6 +307,12 @@ impl Vm {
                 resample,
             )
             .map_err(Error::host("epoll add SCI resample"))?;
+        for (i, q) in self.queues.iter().enumerate() {
+            let ev = EpollEvent::new(EventSet::IN, TOKEN_QUEUE_BASE + i as u64);
+            epoll
+                .ctl(ControlOperation::Add, q.event.as_raw_fd(), ev)
+                .map_err(Error::host("epoll add virtio queue"))?;
+        }
         let mut console = self.console_in.as_ref().map(|f| f.as_raw_fd());
         if let Some(fd) = console {
             let ev = EpollEvent::new(EventSet::IN, TOKEN_CONSOLE);
@@ -302,7 +321,7 @@ impl Vm {
                 console = None;
             }
         }
-        let mut events = [EpollEvent::default(); 4];
+        let mut events = [EpollEvent::default(); 16];
         let mut timeout = TICK_MS;
         loop {
             self.platform.tick();
@@ -319,6 +338,17 @@ impl Vm {
             for ev in &events[..n] {
                 if ev.data() == TOKEN_SCI_RESAMPLE {
                     self.platform.sci_resampled();
+                }
+                if let Some(q) = ev
+                    .data()
+                    .checked_sub(TOKEN_QUEUE_BASE)
+                    .and_then(|i| self.queues.get(i as usize))
+                {
+                    let _ = q.event.read();
+                    q.device
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .process_queue(q.index);
                 }
                 if ev.data() != TOKEN_CONSOLE {
                     continue;

@@ -32,6 +32,7 @@ fn build(cmdline: &str, console_in: OwnedFd, console_out: OwnedFd) -> Vm {
         console_out: Box::new(std::fs::File::from(console_out)),
         console_in: Some(console_in),
         kvm: None,
+        disks: Vec::new(),
     })
     .unwrap()
 }

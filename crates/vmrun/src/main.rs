@@ -42,9 +42,9 @@ struct Args {
     /// Number of vCPUs.
     #[arg(short = 'p', value_name = "cpus", default_value_t = 1)]
     cpus: u32,
-    /// Disk image (virtio-blk; not available yet).
+    /// Disk image, `[raw:|qcow2:]path` (virtio-blk; up to 4).
     #[arg(short = 'd', value_name = "disk")]
-    disk: Vec<PathBuf>,
+    disk: Vec<String>,
     /// ISO image for the CD-ROM (virtio-scsi; not available yet).
     #[arg(short = 'r', value_name = "iso")]
     iso: Option<PathBuf>,
@@ -94,14 +94,26 @@ fn report(reason: &ExitReason) -> u8 {
     }
 }
 
+/// Open `[raw:|qcow2:]path` for reading and writing (locked against a second writer).
+fn open_disk(spec: &str) -> Result<Box<dyn disk::BlockBackend>, String> {
+    let (format, path) = match spec.split_once(':') {
+        Some(("raw", p)) => (Some(disk::Format::Raw), p),
+        Some(("qcow2", p)) => (Some(disk::Format::Qcow2), p),
+        _ => (None, spec),
+    };
+    disk::open_path(std::path::Path::new(path), format, true).map_err(|e| e.to_string())
+}
+
 fn open(path: &PathBuf) -> Result<File, String> {
     File::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn run(args: Args) -> Result<ExitReason, String> {
-    if let Some(d) = args.disk.first() {
-        return Err(format!("{}: disks are not supported yet", d.display()));
-    }
+    let disks = args
+        .disk
+        .iter()
+        .map(|d| open_disk(d))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(iso) = &args.iso {
         return Err(format!(
             "{}: CD-ROM images are not supported yet",
@@ -137,6 +149,7 @@ fn run(args: Args) -> Result<ExitReason, String> {
         console_out: Box::new(File::from(console_out)),
         console_in,
         kvm: None,
+        disks,
     })
     .map_err(|e| e.to_string())?;
     signals::forward_to(vm.handle());

@@ -26,19 +26,23 @@ fn guest_dir() -> Option<PathBuf> {
     }
 }
 
-fn boot_linux(kernel: &str, cpus: u32, exitmode: &str) -> Option<(Vmm, u32)> {
+fn boot_linux(kernel: &str, cpus: u32, exitmode: &str, disks: &[PathBuf]) -> Option<(Vmm, u32)> {
     let dir = guest_dir()?;
     let boot = Boot::kernel(dir.join("acpi").join(kernel))
         .mem_mib(128)
         .cpus(cpus)
         .initrd(dir.join("initramfs.cpio"))
         .cmdline(format!("{} exitmode={exitmode}", CMDLINE.trim()));
-    let vm = Vmm::spawn(boot.vmrun_command(Path::new(VMRUN))).expect("spawn vmrun");
+    let mut cmd = boot.vmrun_command(Path::new(VMRUN));
+    for d in disks {
+        cmd.arg("-d").arg(d);
+    }
+    let vm = Vmm::spawn(cmd).expect("spawn vmrun");
     Some((vm, cpus))
 }
 
 fn check(kernel: &str, cpus: u32, exitmode: &str, code: i32) {
-    let Some((mut vm, cpus)) = boot_linux(kernel, cpus, exitmode) else {
+    let Some((mut vm, cpus)) = boot_linux(kernel, cpus, exitmode, &[]) else {
         return;
     };
     vm.expect_line("GUEST-BOOT-OK", LINE).unwrap();
@@ -73,4 +77,41 @@ fn linux_bzimage_one_vcpu_powers_off() {
 #[test]
 fn linux_bzimage_two_vcpus_powers_off() {
     check("bzImage", 2, "poweroff", vmrun_exit::POWEROFF);
+}
+
+/// Linux's own virtio-pci and virtio-blk drivers find a raw disk and a qcow2 disk that
+/// qemu-img made (PCI root in the DSDT, MSI-X through KVM): issue 5 item 6, issue 6.
+#[test]
+fn linux_finds_raw_and_qcow2_disks_on_virtio_pci() {
+    let dir = std::env::temp_dir().join(format!("vmrun-linux-disks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("a.raw");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let qcow2 = dir.join("b.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&qcow2)
+        .arg("64M")
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: qemu-img is not installed");
+        return;
+    }
+    let Some((mut vm, _)) = boot_linux("vmlinux", 1, "poweroff", &[raw, qcow2]) else {
+        return;
+    };
+    assert_eq!(
+        vm.expect_line("GUEST-BLOCK", LINE).unwrap(),
+        "GUEST-BLOCK: vda vdb"
+    );
+    assert_eq!(
+        vm.wait_exit(LINE).unwrap().code(),
+        Some(vmrun_exit::POWEROFF),
+        "{}",
+        vm.stderr()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,12 +1,17 @@
 //! The DSDT: the AML namespace. Today it holds only the sleep-state package a guest needs to
 //! power off; device objects (the PCI root first) are pushed onto the same builder.
 
-use ::acpi_tables::aml::{Name, Package, Path};
+use ::acpi_tables::aml::{
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, Path, ResourceTemplate,
+    IO,
+};
 use ::acpi_tables::sdt::Sdt;
 use ::acpi_tables::Aml;
 
 use super::sdt;
-use crate::layout::S5_SLP_TYP;
+use crate::layout::{
+    PCI_CONFIG_PORT, PCI_CONFIG_PORT_LEN, PCI_IO_WINDOW, PCI_MEM_WINDOW, S5_SLP_TYP,
+};
 
 /// Revision 2: integers in this DSDT's AML are 64-bit.
 const DSDT_REVISION: u8 = 2;
@@ -46,9 +51,45 @@ fn s5_sleep_state() -> Name {
     )
 }
 
+/// `\_SB.PCI0`, the PCI host bridge (PNP0A03) of bus 0 and the windows its BARs live in.
+/// With ACPI on, Linux scans PCI only below such a device; without it the bus stays unseen.
+/// No `_PRT`: devices interrupt through MSI-X (INTx lines are in their configuration space
+/// for guests that read them there).
+fn pci_root(sink: &mut Vec<u8>) {
+    let hid = EISAName::new("PNP0A03");
+    let bus = AddressSpace::new_bus_number(0u16, 0u16);
+    let config = IO::new(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, PCI_CONFIG_PORT_LEN);
+    let io = AddressSpace::new_io(
+        *PCI_IO_WINDOW.start() as u16,
+        *PCI_IO_WINDOW.end() as u16,
+        None,
+    );
+    let mem = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        *PCI_MEM_WINDOW.start(),
+        *PCI_MEM_WINDOW.end(),
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![&bus, &config, &io, &mem]);
+    let zero = 0u8;
+    let names = [
+        Name::new("_HID".into(), &hid),
+        Name::new("_UID".into(), &zero),
+        Name::new("_SEG".into(), &zero),
+        Name::new("_BBN".into(), &zero),
+        Name::new("_CRS".into(), &crs),
+    ];
+    let children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    Device::new("_SB_.PCI0".into(), children).to_aml_bytes(sink);
+}
+
 /// The DSDT for this platform.
 pub(super) fn platform_dsdt() -> Vec<u8> {
     let mut dsdt = DsdtBuilder::new();
     dsdt.push(&s5_sleep_state());
+    let mut pci = Vec::new();
+    pci_root(&mut pci);
+    dsdt.table.append_slice(&pci);
     dsdt.finish()
 }

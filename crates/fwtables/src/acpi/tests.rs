@@ -168,7 +168,7 @@ fn facs_is_64_byte_aligned_version_2() {
 }
 
 #[test]
-fn dsdt_is_exactly_the_s5_package() {
+fn dsdt_is_the_s5_package_then_the_pci_root() {
     let blobs = tables(1);
     let d = &find(&blobs, b"DSDT").bytes;
     assert_eq!(d[8], 2, "revision 2: 64-bit AML integers");
@@ -178,7 +178,18 @@ fn dsdt_is_exactly_the_s5_package() {
     let expected = [
         0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00,
     ];
-    assert_eq!(&d[36..], &expected);
+    assert_eq!(&d[36..36 + expected.len()], &expected);
+    let rest = &d[36 + expected.len()..];
+    // DeviceOp (ExtOpPrefix 0x5B, 0x82) for \_SB.PCI0 with _HID EisaId ("PNP0A03").
+    assert_eq!(&rest[..2], &[0x5B, 0x82]);
+    let has = |needle: &[u8]| rest.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"_SB_PCI0"), "device path");
+    assert!(
+        has(&[b'_', b'H', b'I', b'D', 0x0C, 0x41, 0xD0, 0x0A, 0x03]),
+        "PNP0A03"
+    );
+    // The memory window of the BARs: DWordMemory min 0xF0100000, max 0xFEBFFFFF.
+    assert!(has(&0xF010_0000u32.to_le_bytes()) && has(&0xFEBF_FFFFu32.to_le_bytes()));
 }
 
 /// MADT structures as (type, bytes including type and length).

@@ -123,6 +123,7 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, String> {
         console_out: Box::new(File::from(console_out)),
         console_in: Some(console),
         kvm: Some(kvm),
+        disks: Vec::new(),
     })
     .map_err(|e| e.to_string())
 }

@@ -1,0 +1,153 @@
+//! PCI bus 0 of a VM (spec §5.5): the host bridge, virtio entropy, one virtio-blk per disk,
+//! their BAR windows on the buses, INTx lines and MSI-X delivered through KVM.
+
+use std::sync::{Arc, Mutex};
+
+use devices::pci::{
+    BarAllocator, BarSpace, MsiMessage, MsiTrigger, PciBarWindow, PciConfigIo, PciEcam, PciRoot,
+    ECAM_SIZE, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END,
+    PCI_MMIO_HOLE_START,
+};
+use devices::virtio::blk::Block;
+use devices::virtio::rng::Rng;
+use devices::virtio::{PciIrq, VirtioDevice, VirtioPciDevice};
+use devices::Bus;
+use kvm_bindings::kvm_msi;
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::disk::DiskBackend;
+use crate::error::Error;
+
+/// ECAM for bus 0 at the bottom of the MMIO hole; memory BARs above it.
+pub const ECAM_BASE: u64 = PCI_MMIO_HOLE_START;
+/// ISA IRQs PCI INTx lines take, in vmd's order (spec §5.5) without the SCI's 9.
+const INTX_IRQS: [u32; 9] = [3, 5, 6, 7, 10, 11, 12, 14, 15];
+/// Most disks a VM gets (vmd's `VM_MAX_DISKS_PER_VM`).
+pub const MAX_DISKS: usize = 4;
+
+/// MSI-X messages go straight to KVM (KVM_SIGNAL_MSI), so no GSI routes are needed.
+struct KvmMsi {
+    vm: Arc<VmFd>,
+}
+
+impl MsiTrigger for KvmMsi {
+    fn trigger(&self, _vector: u16, msg: MsiMessage) {
+        let msi = kvm_msi {
+            address_lo: msg.address as u32,
+            address_hi: (msg.address >> 32) as u32,
+            data: msg.data,
+            ..Default::default()
+        };
+        // A message the guest programmed badly is its own problem; nothing to report.
+        let _ = self.vm.signal_msi(msi);
+    }
+}
+
+/// One queue of one device: what the supervisor polls and runs.
+pub struct QueueEvent {
+    /// Signalled when the guest notifies the queue.
+    pub event: EventFd,
+    /// The device that owns it.
+    pub device: Arc<Mutex<dyn VirtioDevice>>,
+    /// Queue index.
+    pub index: usize,
+}
+
+/// Build bus 0 with its devices and map it on `pio` and `mmio`.
+pub fn build(
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    disks: Vec<DiskBackend>,
+) -> Result<Vec<QueueEvent>, Error> {
+    if disks.len() > MAX_DISKS {
+        return Err(Error::Device {
+            what: "disks",
+            reason: format!("{} disks, at most {MAX_DISKS}", disks.len()),
+        });
+    }
+    let dev_err = |reason: String| Error::Device {
+        what: "PCI",
+        reason,
+    };
+    let allocator = BarAllocator::new(
+        PCI_IO_START..PCI_IO_END,
+        ECAM_BASE + ECAM_SIZE..PCI_MMIO_HOLE_END,
+        ECAM_BASE..ECAM_BASE + ECAM_SIZE,
+    );
+    let root = Arc::new(Mutex::new(PciRoot::new(allocator)));
+    let msi: Arc<dyn MsiTrigger> = Arc::new(KvmMsi { vm: vm.clone() });
+    let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = vec![Arc::new(Mutex::new(Rng::new()))];
+    for (i, d) in disks.into_iter().enumerate() {
+        devices.push(Arc::new(Mutex::new(Block::new(
+            Box::new(d),
+            &format!("vmd-disk{i}"),
+        ))));
+    }
+    let mut queues = Vec::new();
+    for (n, device) in devices.into_iter().enumerate() {
+        let line = INTX_IRQS[n % INTX_IRQS.len()];
+        let intx = EventFd::new(EFD_NONBLOCK).map_err(Error::host("INTx eventfd"))?;
+        vm.register_irqfd(&intx, line)
+            .map_err(Error::kvm("INTx irqfd"))?;
+        let irq = PciIrq {
+            intx: Some(intx),
+            line: line as u8,
+            msi: Some(msi.clone()),
+        };
+        let transport = VirtioPciDevice::new(device.clone(), mem.clone(), irq)
+            .map_err(Error::host("virtio transport"))?;
+        for (index, ev) in transport.queue_events().iter().enumerate() {
+            queues.push(QueueEvent {
+                event: ev.try_clone().map_err(Error::host("queue eventfd"))?,
+                device: device.clone(),
+                index,
+            });
+        }
+        root.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(Arc::new(Mutex::new(transport)))
+            .map_err(|e| dev_err(e.to_string()))?;
+    }
+    let map = |bus: &mut Bus, dev: Arc<Mutex<dyn devices::BusDevice>>, base: u64, len: u64| {
+        bus.insert(dev, base, len)
+            .map_err(|e| dev_err(e.to_string()))
+    };
+    map(
+        pio,
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        u64::from(PCI_CONFIG_IO_BASE),
+        PCI_CONFIG_IO_LEN,
+    )?;
+    map(
+        mmio,
+        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
+        ECAM_BASE,
+        ECAM_SIZE,
+    )?;
+    map(
+        pio,
+        Arc::new(Mutex::new(PciBarWindow::new(
+            root.clone(),
+            BarSpace::Io,
+            PCI_IO_START,
+        ))),
+        PCI_IO_START,
+        PCI_IO_END - PCI_IO_START,
+    )?;
+    let mem_base = ECAM_BASE + ECAM_SIZE;
+    map(
+        mmio,
+        Arc::new(Mutex::new(PciBarWindow::new(
+            root,
+            BarSpace::Memory,
+            mem_base,
+        ))),
+        mem_base,
+        PCI_MMIO_HOLE_END - mem_base,
+    )?;
+    Ok(queues)
+}
