@@ -705,3 +705,79 @@ fn switches_become_bridges_in_the_daemons_namespace_and_go_on_reset() {
         "vmd's exit removes its bridges"
     );
 }
+
+#[test]
+fn disks_are_opened_by_the_parent_and_a_disk_in_use_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let d = Daemon::start("");
+    let base = d.dir.path().join("base.qcow2");
+    let top = d.dir.path().join("top.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("16M")
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: qemu-img is not installed");
+        return;
+    }
+    assert!(Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            "base.qcow2"
+        ])
+        .arg(&top)
+        .status()
+        .unwrap()
+        .success());
+    let pvh = guest(Guest::Pvh);
+    let start = |name: &str| {
+        d.vmctl(&[
+            "start",
+            "-b",
+            pvh.to_str().unwrap(),
+            "-m",
+            "32M",
+            "--cmdline",
+            "exit=halt",
+            "-d",
+            top.to_str().unwrap(),
+            name,
+        ])
+    };
+    let first = start("one");
+    assert!(first.status.success(), "{}", text(&first));
+    let pid = d.wait_state("one", "running")[1].clone();
+    // The sandboxed VM process holds both images of the chain, opened by the parent.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(fds.iter().any(|p| p.ends_with("top.qcow2")), "{fds:?}");
+    assert!(fds.iter().any(|p| p.ends_with("base.qcow2")), "{fds:?}");
+
+    let second = start("two");
+    assert!(!second.status.success());
+    assert!(
+        text(&second).contains("start vm command failed: Device or resource busy"),
+        "{}",
+        text(&second)
+    );
+    assert!(d.log().contains("in use"), "{}", d.log());
+    assert!(d.vmctl(&["stop", "-w", "one"]).status.success());
+    let check = Command::new("qemu-img")
+        .arg("check")
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+}

@@ -42,8 +42,18 @@ pub enum ParentToControl {
     Verbose { level: u8 },
 }
 
+/// One image of a disk's chain (top first), as the parent opened it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskImage {
+    /// Path the parent opened (for messages; the VM process never opens it).
+    pub path: String,
+    /// Explicit format name (`raw`, `qcow2`), else detected.
+    pub format: Option<String>,
+}
+
 /// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
-/// the boot image, the initrd (if `has_initrd`), the console pty master.
+/// the boot image, the initrd (if `has_initrd`), the console pty master, then every image
+/// of every disk (each disk's chain top first).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     /// vmd's VM id.
@@ -60,6 +70,8 @@ pub struct Launch {
     pub has_initrd: bool,
     /// Kernel command line.
     pub cmdline: String,
+    /// Disks, each a chain of images.
+    pub disks: Vec<Vec<DiskImage>>,
 }
 
 /// parent -> vmm.

@@ -15,8 +15,8 @@ use ipc::proto::{Request, Response, VmRef};
 use ipc::Channel;
 
 use super::internal::{
-    ClientId, ControlToParent, Launch, ParentToControl, ParentToPriv, ParentToVmm, PrivToParent,
-    SwitchSetup, VmEnd, VmmToParent,
+    ClientId, ControlToParent, DiskImage, Launch, ParentToControl, ParentToPriv, ParentToVmm,
+    PrivToParent, SwitchSetup, VmEnd, VmmToParent,
 };
 use super::pty::{self, Console};
 use super::spawn::{self, Inherit};
@@ -59,6 +59,8 @@ struct Live {
     console: Console,
     boot: File,
     initrd: Option<File>,
+    /// Every disk image, in launch order; dropped once the VM process has its copies.
+    disk_files: Vec<File>,
     /// The client waiting for `start`'s answer.
     starter: Option<ClientId>,
     /// Clients waiting for a pause/unpause answer.
@@ -501,6 +503,18 @@ impl Parent {
                     list.push(i.as_fd());
                 }
                 list.push(live.console.master.as_fd());
+                list.extend(live.disk_files.iter().map(|f| f.as_fd()));
+                if list.len() > ipc::MAX_FDS {
+                    let f = Failure::code(
+                        ipc::proto::VmdError::DiskMissing,
+                        format!("vm {id}: {} descriptors (disk chains too long)", list.len()),
+                    );
+                    let _ = self.registry.start_failed(id, plan.generation);
+                    if let Some(c) = client {
+                        self.fail(c, &f);
+                    }
+                    return;
+                }
                 if let Err(e) = self.vmm.send(&ParentToVmm::Start(launch), &list) {
                     let f = Failure::errno(libc::EIO, format!("vm {id}: vmm: {e}"));
                     let _ = self.registry.start_failed(id, plan.generation);
@@ -509,6 +523,7 @@ impl Parent {
                     }
                     return;
                 }
+                live.disk_files.clear();
                 self.live.insert(id, live);
             }
             Err(f) => {
@@ -528,12 +543,10 @@ impl Parent {
         previous: Option<Live>,
     ) -> Result<(Launch, Live, File), Failure> {
         let name = &plan.name;
-        if !plan.disks.is_empty() || plan.cdrom.is_some() || !plan.nics.is_empty() {
+        if plan.cdrom.is_some() || !plan.nics.is_empty() {
             return Err(Failure::errno(
                 libc::EOPNOTSUPP,
-                format!(
-                    "vm \"{name}\": disks, CD-ROMs and network interfaces are not supported yet"
-                ),
+                format!("vm \"{name}\": CD-ROMs and network interfaces are not supported yet"),
             ));
         }
         for f in &plan.files {
@@ -582,6 +595,7 @@ impl Parent {
                 (boot, initrd, console)
             }
         };
+        let (disks, disk_files) = open_disks(plan)?;
         let launch = Launch {
             id: plan.id,
             name: name.clone(),
@@ -590,12 +604,14 @@ impl Parent {
             boot_name: boot_path(plan).display().to_string(),
             has_initrd: initrd.is_some(),
             cmdline: plan.cmdline.clone().unwrap_or_default(),
+            disks,
         };
         let live = Live {
             generation: plan.generation,
             console,
             boot,
             initrd,
+            disk_files,
             starter: None,
             pausers: Vec::new(),
         };
@@ -710,6 +726,65 @@ impl Parent {
             );
         }
     }
+}
+
+/// Open every disk of `plan`: the top image read-write, then each base image its header
+/// names, read-only, after checking the requesting user may read it (spec §4.5, §7).
+fn open_disks(plan: &StartPlan) -> Result<(Vec<Vec<DiskImage>>, Vec<File>), Failure> {
+    let missing = |path: &Path, why: String| {
+        Failure::code(
+            ipc::proto::VmdError::DiskMissing,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let mut chains = Vec::with_capacity(plan.disks.len());
+    let mut files = Vec::new();
+    for d in &plan.disks {
+        let requester = plan
+            .files
+            .iter()
+            .find(|f| f.path == d.path)
+            .and_then(|f| f.check_as.clone());
+        let mut format = d.format.map(|f| match f {
+            vmconf::DiskFormat::Raw => disk::Format::Raw,
+            vmconf::DiskFormat::Qcow2 => disk::Format::Qcow2,
+        });
+        let mut path = d.path.clone();
+        let mut chain = Vec::new();
+        let mut writable = true;
+        loop {
+            if chain.len() >= disk::MAX_CHAIN_IMAGES {
+                return Err(missing(&d.path, "backing chain too long".into()));
+            }
+            let file = File::options()
+                .read(true)
+                .write(writable)
+                .open(&path)
+                .map_err(|e| missing(&path, e.to_string()))?;
+            let info =
+                disk::inspect(&file, &path, format).map_err(|e| missing(&path, e.to_string()))?;
+            chain.push(DiskImage {
+                path: path.display().to_string(),
+                format: Some(info.format.name().to_string()),
+            });
+            files.push(file);
+            let Some(base) = info.backing_path else { break };
+            registry::check_file_access(
+                &SystemFiles,
+                &registry::FileUse {
+                    kind: registry::FileKind::DiskBase,
+                    path: base.clone(),
+                    need: registry::Need::Read,
+                    check_as: requester.clone(),
+                },
+            )?;
+            format = info.backing_format;
+            path = base;
+            writable = false;
+        }
+        chains.push(chain);
+    }
+    Ok((chains, files))
 }
 
 fn boot_path(plan: &StartPlan) -> PathBuf {

@@ -4,8 +4,10 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use disk::ChainImage;
 use hypervisor::{boot, BootImage, ExitReason, Vm, VmConfig, VmHandle};
 use ipc::Channel;
 use kvm_ioctls::Kvm;
@@ -36,15 +38,9 @@ pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
     );
     let vm = match build(&launch, fds) {
         Ok(vm) => vm,
-        Err(message) => {
+        Err((errno, message)) => {
             log_warn!("{message}");
-            let _ = chan.send(
-                &VmReport::Failed {
-                    errno: EBUILD,
-                    message,
-                },
-                &[],
-            );
+            let _ = chan.send(&VmReport::Failed { errno, message }, &[]);
             return ExitCode::FAILURE;
         }
     };
@@ -85,31 +81,59 @@ pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Build the VM from the launch message and its fds (KVM, boot image, initrd?, console).
-fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, String> {
-    let expected = 3 + usize::from(launch.has_initrd);
+/// Build the VM from the launch message and its fds (KVM, boot image, initrd?, console, disk
+/// images). Errors carry an errno for vmctl: EBUSY for a disk another VM writes to.
+fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
+    let images: usize = launch.disks.iter().map(Vec::len).sum();
+    let expected = 3 + usize::from(launch.has_initrd) + images;
     if fds.len() != expected {
-        return Err(format!(
-            "launch carried {} descriptors, expected {expected}",
-            fds.len()
+        return Err((
+            EBUILD,
+            format!(
+                "launch carried {} descriptors, expected {expected}",
+                fds.len()
+            ),
         ));
     }
+    let einval = |m: String| (EBUILD, m);
     let mut fds = fds.into_iter();
-    let mut next = || fds.next().ok_or_else(|| "missing descriptor".to_string());
+    let mut next = || {
+        fds.next()
+            .ok_or_else(|| (EBUILD, "missing descriptor".to_string()))
+    };
     let kvm_fd = next()?;
     // SAFETY: the parent opened /dev/kvm and passed this fd to us alone; Kvm takes ownership.
     let kvm = unsafe { Kvm::from_raw_fd(kvm_fd.into_raw_fd()) };
-    let bytes =
-        boot::read_image(File::from(next()?), &launch.boot_name).map_err(|e| e.to_string())?;
-    let (bytes, kind) = boot::classify(bytes, &launch.boot_name).map_err(|e| e.to_string())?;
+    let bytes = boot::read_image(File::from(next()?), &launch.boot_name)
+        .map_err(|e| einval(e.to_string()))?;
+    let (bytes, kind) =
+        boot::classify(bytes, &launch.boot_name).map_err(|e| einval(e.to_string()))?;
     let initrd = if launch.has_initrd {
-        Some(boot::read_image(File::from(next()?), "initrd").map_err(|e| e.to_string())?)
+        Some(boot::read_image(File::from(next()?), "initrd").map_err(|e| einval(e.to_string()))?)
     } else {
         None
     };
     let console = next()?;
-    set_nonblocking(&console).map_err(|e| format!("console: {e}"))?;
-    let console_out = console.try_clone().map_err(|e| format!("console: {e}"))?;
+    set_nonblocking(&console).map_err(|e| einval(format!("console: {e}")))?;
+    let console_out = console
+        .try_clone()
+        .map_err(|e| einval(format!("console: {e}")))?;
+    let mut disks = Vec::with_capacity(launch.disks.len());
+    for chain in &launch.disks {
+        let mut images = Vec::with_capacity(chain.len());
+        for image in chain {
+            images.push(ChainImage {
+                file: File::from(next()?),
+                path: PathBuf::from(&image.path),
+                format: image.format.as_deref().and_then(disk::Format::from_name),
+            });
+        }
+        let backend = disk::open_chain(images, true).map_err(|e| match e {
+            disk::DiskError::InUse { .. } => (libc::EBUSY, e.to_string()),
+            other => einval(other.to_string()),
+        })?;
+        disks.push(backend);
+    }
     Vm::new(VmConfig {
         memory: launch.memory,
         vcpus: launch.cpus,
@@ -123,9 +147,9 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, String> {
         console_out: Box::new(File::from(console_out)),
         console_in: Some(console),
         kvm: Some(kvm),
-        disks: Vec::new(),
+        disks,
     })
-    .map_err(|e| e.to_string())
+    .map_err(|e| einval(e.to_string()))
 }
 
 /// A full console (nobody reading) drops guest output instead of stalling a vCPU.
