@@ -142,6 +142,8 @@ pub struct Vm {
     vm: Arc<VmFd>,
     /// Virtio queues the supervisor runs when the guest notifies them.
     queues: Vec<crate::pci::QueueEvent>,
+    /// Disk images, flushed when the VM ends.
+    disks: Vec<crate::disk::DiskBackend>,
     vcpus: Vec<kvm_ioctls::VcpuFd>,
     vcpu_count: u32,
     shared: Arc<Shared>,
@@ -187,12 +189,12 @@ impl Vm {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         let platform = Platform::new(&vm, &mut pio, &layout, exit.clone(), cfg.console_out)?;
-        let disks = cfg
+        let disks: Vec<_> = cfg
             .disks
             .into_iter()
-            .map(crate::disk::DiskBackend)
+            .map(crate::disk::DiskBackend::new)
             .collect();
-        let queues = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks)?;
+        let queues = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone())?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -226,6 +228,7 @@ impl Vm {
             _kvm: kvm,
             vm,
             queues,
+            disks,
             vcpu_count: cfg.vcpus,
             vcpus,
             shared,
@@ -273,6 +276,9 @@ impl Vm {
         }
         let result = self.supervise();
         stop_vcpus(&self.shared, threads);
+        for d in &self.disks {
+            d.flush().map_err(Error::host("flushing a disk image"))?;
+        }
         result?;
         let crash = self
             .shared

@@ -115,3 +115,113 @@ fn linux_finds_raw_and_qcow2_disks_on_virtio_pci() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `/init` that writes a pattern to the first disk and syncs, appended to the kit's
+/// initramfs as a second cpio archive (Linux unpacks both; the later `/init` wins).
+const WRITER_INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo GUEST-BOOT-OK
+echo VMD-PATTERN-2026 | busybox dd of=/dev/vda bs=512 seek=2048 conv=notrunc,sync,fsync 2>/dev/null
+echo "GUEST-WROTE $(busybox dd if=/dev/vda bs=16 skip=65536 count=1 2>/dev/null)"
+poweroff -f
+"#;
+
+/// The kit's initramfs with [`WRITER_INIT`] appended, in `dir`.
+fn writer_initramfs(kit: &Path, dir: &Path) -> Option<PathBuf> {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let init = root.join("init");
+    std::fs::write(&init, WRITER_INIT).unwrap();
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("echo init | cpio -o -H newc --quiet")
+        .current_dir(&root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let mut cpio = std::fs::read(kit.join("initramfs.cpio")).unwrap();
+    cpio.extend_from_slice(&out.stdout);
+    let path = dir.join("initramfs-writer.cpio");
+    std::fs::write(&path, cpio).unwrap();
+    Some(path)
+}
+
+/// A guest writes through virtio-blk into a qcow2 overlay (made by qemu-img) on a base: the
+/// data lands in the overlay, the base is untouched, and `qemu-img check` accepts the
+/// overlay afterwards (issue 6 item 6, F-DISK-03).
+#[test]
+fn linux_writes_through_a_qcow2_overlay_and_the_base_stays_untouched() {
+    let Some(kit) = guest_dir() else { return };
+    let dir = std::env::temp_dir().join(format!("vmrun-linux-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let qemu_img = |args: &[&str]| {
+        std::process::Command::new("qemu-img")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+    };
+    if !qemu_img(&["create", "-q", "-f", "qcow2", "base.qcow2", "8M"])
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIPPED: qemu-img is not installed");
+        return;
+    }
+    assert!(qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "top.qcow2"
+    ])
+    .unwrap()
+    .status
+    .success());
+    let base_before = std::fs::read(dir.join("base.qcow2")).unwrap();
+    let Some(initrd) = writer_initramfs(&kit, &dir) else {
+        eprintln!("SKIPPED: cpio is not installed");
+        return;
+    };
+    let boot = Boot::kernel(kit.join("acpi").join("vmlinux"))
+        .mem_mib(128)
+        .initrd(&initrd)
+        .cmdline(CMDLINE.trim());
+    let mut cmd = boot.vmrun_command(Path::new(VMRUN));
+    cmd.arg("-d").arg(dir.join("top.qcow2"));
+    let mut vm = Vmm::spawn(cmd).unwrap();
+    assert_eq!(
+        vm.expect_line("GUEST-WROTE", LINE).unwrap(),
+        "GUEST-WROTE VMD-PATTERN-2026"
+    );
+    assert_eq!(
+        vm.wait_exit(EXIT).unwrap().code(),
+        Some(vmrun_exit::POWEROFF),
+        "{}",
+        vm.stderr()
+    );
+
+    let check = qemu_img(&["check", "top.qcow2"]).unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(qemu_img(&["convert", "-O", "raw", "top.qcow2", "top.raw"])
+        .unwrap()
+        .status
+        .success());
+    let raw = std::fs::read(dir.join("top.raw")).unwrap();
+    assert_eq!(&raw[2048 * 512..2048 * 512 + 17], b"VMD-PATTERN-2026\n");
+    assert_eq!(
+        std::fs::read(dir.join("base.qcow2")).unwrap(),
+        base_before,
+        "the base is untouched"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
