@@ -88,7 +88,8 @@ pub enum DiskError {
         max: usize,
     },
     /// A backing file could not be opened or is itself bad.
-    #[error("{}: backing file {}: {source}", path.display(), backing.display())]
+    // The source names the backing file already (every variant names its file).
+    #[error("{}: backing file {source}", path.display())]
     Backing {
         /// The image that names the backing file.
         path: PathBuf,
