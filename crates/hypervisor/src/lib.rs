@@ -24,4 +24,4 @@ pub use boot::{BootImage, BootKind};
 pub use disk::DiskBackend;
 pub use error::Error;
 pub use vcpu::ExitReason;
-pub use vm::{Vm, VmConfig, VmHandle};
+pub use vm::{ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};

@@ -10,6 +10,7 @@ use devices::pci::{
 };
 use devices::virtio::blk::Block;
 use devices::virtio::rng::Rng;
+use devices::virtio::vmmci::{Vmmci, VmmciHandle};
 use devices::virtio::{PciIrq, VirtioDevice, VirtioPciDevice};
 use devices::Bus;
 use kvm_bindings::kvm_msi;
@@ -55,14 +56,23 @@ pub struct QueueEvent {
     pub index: usize,
 }
 
-/// Build bus 0 with its devices and map it on `pio` and `mmio`.
+/// What bus 0 gives the VM: the queues to run and the vmmci control device's host side.
+pub struct PciDevices {
+    /// Virtio queues, run by the supervisor when notified.
+    pub queues: Vec<QueueEvent>,
+    /// OpenBSD's vmmci, for graceful shutdown of guests that bind it.
+    pub vmmci: VmmciHandle,
+}
+
+/// Build bus 0 with its devices — entropy, the disks, then vmmci, vmd's order (spec §5.5)
+/// — and map it on `pio` and `mmio`.
 pub fn build(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pio: &mut Bus,
     mmio: &mut Bus,
     disks: Vec<DiskBackend>,
-) -> Result<Vec<QueueEvent>, Error> {
+) -> Result<PciDevices, Error> {
     if disks.len() > MAX_DISKS {
         return Err(Error::Device {
             what: "disks",
@@ -87,6 +97,8 @@ pub fn build(
             &format!("vmd-disk{i}"),
         ))));
     }
+    let (vmmci, vmmci_handle) = Vmmci::new().map_err(Error::host("vmmci eventfd"))?;
+    devices.push(Arc::new(Mutex::new(vmmci)));
     let mut queues = Vec::new();
     for (n, device) in devices.into_iter().enumerate() {
         let line = INTX_IRQS[n % INTX_IRQS.len()];
@@ -149,5 +161,8 @@ pub fn build(
         mem_base,
         PCI_MMIO_HOLE_END - mem_base,
     )?;
-    Ok(queues)
+    Ok(PciDevices {
+        queues,
+        vmmci: vmmci_handle,
+    })
 }

@@ -48,6 +48,8 @@ pub struct Shared {
     /// Threads to kick out of `KVM_RUN`; emptied (under the lock) before they are joined, so
     /// a kick never targets a joined thread.
     pub threads: Mutex<Vec<libc::pthread_t>>,
+    /// When a requested graceful stop gives up and stops the VM.
+    pub graceful_deadline: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {

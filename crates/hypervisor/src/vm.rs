@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use devices::virtio::vmmci::{VmmciEvent, VmmciHandle};
 use devices::{Bus, ExitRequest, ExitSignal};
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -44,6 +45,7 @@ const TICK_MS: i32 = 250;
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_CONSOLE: u64 = 2;
 const TOKEN_SCI_RESAMPLE: u64 = 3;
+const TOKEN_VMMCI: u64 = 4;
 /// Tokens from here on are virtio queues (index into `Vm::queues`).
 const TOKEN_QUEUE_BASE: u64 = 16;
 
@@ -72,12 +74,52 @@ pub struct VmHandle {
     pm: Arc<Mutex<devices::AcpiPm>>,
     serial: Arc<Mutex<devices::Serial>>,
     vm: Arc<VmFd>,
+    vmmci: VmmciHandle,
     vcpus: u32,
     /// The guest clock when it was paused, restored on resume.
     clock: Arc<Mutex<Option<kvm_bindings::kvm_clock_data>>>,
 }
 
+/// How a graceful stop reached the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownPath {
+    /// OpenBSD's vmmci driver was asked (it has 3 s to acknowledge, then 120 s to go down).
+    Vmmci,
+    /// The ACPI power button was pressed (the guest has 120 s to power off).
+    AcpiButton,
+    /// Nothing in the guest listens: the caller should stop the VM.
+    Ignored,
+}
+
+/// Time a guest gets to acknowledge a vmmci request (vmd's `VMMCI_TIMEOUT`).
+const VMMCI_ACK_TIMEOUT: Duration = devices::virtio::vmmci::VMMCI_TIMEOUT_SHORT;
+/// Time a guest that acknowledged (or that listens to the power button) gets to go down
+/// (vmd 7.x's `VMMCI_SHUTDOWN_TIMEOUT`).
+pub const GRACEFUL_STOP_TIMEOUT: Duration = devices::virtio::vmmci::VMMCI_TIMEOUT_LONG;
+
 impl VmHandle {
+    /// Ask the guest to shut down: through vmmci when its driver is bound, else the ACPI
+    /// power button (spec §4.7, §5.7). A guest that does not go down in time is stopped.
+    pub fn request_shutdown(&self) -> ShutdownPath {
+        let now = Instant::now();
+        let path = if self.vmmci.request_shutdown().is_ok() {
+            self.set_deadline(now + VMMCI_ACK_TIMEOUT);
+            ShutdownPath::Vmmci
+        } else if self.press_power_button() {
+            self.set_deadline(now + GRACEFUL_STOP_TIMEOUT);
+            ShutdownPath::AcpiButton
+        } else {
+            ShutdownPath::Ignored
+        };
+        // Wake the supervisor so it watches the deadline.
+        let _ = self.shared.exit.event().write(1);
+        path
+    }
+
+    fn set_deadline(&self, at: Instant) {
+        *lock(&self.shared.graceful_deadline) = Some(at);
+    }
+
     /// Park every vCPU and freeze the guest clock. Pausing a paused VM does nothing.
     pub fn pause(&self) -> Result<(), Error> {
         if self.shared.pause.is_paused() {
@@ -144,6 +186,8 @@ pub struct Vm {
     queues: Vec<crate::pci::QueueEvent>,
     /// Disk images, flushed when the VM ends.
     disks: Vec<crate::disk::DiskBackend>,
+    /// The vmmci control device's host side.
+    vmmci: VmmciHandle,
     vcpus: Vec<kvm_ioctls::VcpuFd>,
     vcpu_count: u32,
     shared: Arc<Shared>,
@@ -194,7 +238,7 @@ impl Vm {
             .into_iter()
             .map(crate::disk::DiskBackend::new)
             .collect();
-        let queues = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone())?;
+        let pci = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone())?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -223,11 +267,13 @@ impl Vm {
             mem,
             pause: Default::default(),
             threads: Mutex::new(Vec::new()),
+            graceful_deadline: Mutex::new(None),
         });
         Ok(Vm {
             _kvm: kvm,
             vm,
-            queues,
+            queues: pci.queues,
+            vmmci: pci.vmmci,
             disks,
             vcpu_count: cfg.vcpus,
             vcpus,
@@ -244,6 +290,7 @@ impl Vm {
             pm: self.platform.pm(),
             serial: self.platform.serial(),
             vm: self.vm.clone(),
+            vmmci: self.vmmci.clone(),
             vcpus: self.vcpu_count,
             clock: Arc::default(),
         }
@@ -319,6 +366,13 @@ impl Vm {
                 .ctl(ControlOperation::Add, q.event.as_raw_fd(), ev)
                 .map_err(Error::host("epoll add virtio queue"))?;
         }
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                self.vmmci.event_fd().as_raw_fd(),
+                EpollEvent::new(EventSet::IN, TOKEN_VMMCI),
+            )
+            .map_err(Error::host("epoll add vmmci"))?;
         let mut console = self.console_in.as_ref().map(|f| f.as_raw_fd());
         if let Some(fd) = console {
             let ev = EpollEvent::new(EventSet::IN, TOKEN_CONSOLE);
@@ -331,6 +385,11 @@ impl Vm {
         let mut timeout = TICK_MS;
         loop {
             self.platform.tick();
+            let overdue = lock(&self.shared.graceful_deadline).is_some_and(|d| Instant::now() >= d);
+            if overdue {
+                self.shared.stopping.store(true, Ordering::Release);
+                return Ok(());
+            }
             if self.shared.exit.pending().is_some() || self.shared.stopping.load(Ordering::Acquire)
             {
                 return Ok(());
@@ -344,6 +403,14 @@ impl Vm {
             for ev in &events[..n] {
                 if ev.data() == TOKEN_SCI_RESAMPLE {
                     self.platform.sci_resampled();
+                }
+                if ev.data() == TOKEN_VMMCI {
+                    self.vmmci_events();
+                }
+                if ev.data() == TOKEN_EXIT {
+                    // Requests are state (`pending`, `stopping`, the deadline); the count only
+                    // wakes us, and left unread it would keep epoll spinning.
+                    let _ = self.shared.exit.event().read();
                 }
                 if let Some(q) = ev
                     .data()
@@ -381,6 +448,21 @@ impl Vm {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Vm {
+    /// The guest acknowledged a vmmci request (it gets the long timeout to go down) or asked
+    /// to be powered off itself (it gets the short one, as vmd does).
+    fn vmmci_events(&self) {
+        let _ = self.vmmci.event_fd().read();
+        while let Some(event) = self.vmmci.take_event() {
+            let extend = match event {
+                VmmciEvent::Acknowledged(_) => GRACEFUL_STOP_TIMEOUT,
+                VmmciEvent::GuestShutdown => VMMCI_ACK_TIMEOUT,
+            };
+            *lock(&self.shared.graceful_deadline) = Some(Instant::now() + extend);
         }
     }
 }

@@ -1,9 +1,9 @@
-//! SIGINT/SIGTERM: the first asks the guest to power off (ACPI power button), the second
-//! stops the VM at once.
+//! SIGINT/SIGTERM: the first asks the guest to power off (vmmci or the ACPI power button),
+//! the second stops the VM at once.
 
 use std::io;
 
-use hypervisor::VmHandle;
+use hypervisor::{ShutdownPath, VmHandle};
 
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
@@ -43,12 +43,12 @@ pub fn forward_to(vm: VmHandle) {
                 return;
             }
             presses += 1;
-            if presses == 1 && vm.press_power_button() {
+            if presses == 1 && vm.request_shutdown() != ShutdownPath::Ignored {
                 eprintln!("vmrun: asking the guest to power off (again to stop it at once)");
             } else {
                 if presses == 1 {
                     eprintln!(
-                        "vmrun: the guest does not listen to the ACPI power button: stopping it"
+                        "vmrun: the guest does not listen to the ACPI power button or vmmci: stopping it"
                     );
                 }
                 vm.force_stop();

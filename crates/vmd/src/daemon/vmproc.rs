@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use disk::ChainImage;
-use hypervisor::{boot, BootImage, ExitReason, Vm, VmConfig, VmHandle};
+use hypervisor::{boot, BootImage, ExitReason, ShutdownPath, Vm, VmConfig, VmHandle};
 use ipc::Channel;
 use kvm_ioctls::Kvm;
 
@@ -18,9 +18,6 @@ use crate::{log_info, log_warn};
 
 /// Errno-style code for failures to build a VM (vmctl prints its strerror).
 const EBUILD: i32 = libc::EINVAL;
-/// How long a guest that listens to the power button gets to power off before it is
-/// stopped anyway (vmd 7.x waits 120 s for a guest that acknowledged a vmmci shutdown).
-pub const GRACEFUL_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Entry point of the `vm` role.
 pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
@@ -175,21 +172,13 @@ fn serve_commands(chan: &Channel, vm: &VmHandle) {
             }
         };
         match cmd {
-            VmCommand::Shutdown => {
-                if vm.press_power_button() {
-                    let vm = vm.clone();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(GRACEFUL_STOP_TIMEOUT);
-                        log_warn!(
-                            "guest did not power off within {GRACEFUL_STOP_TIMEOUT:?}: stopping it"
-                        );
-                        vm.force_stop();
-                    });
-                } else {
-                    log_info!("guest does not listen to the ACPI power button: stopping it");
+            VmCommand::Shutdown => match vm.request_shutdown() {
+                ShutdownPath::Ignored => {
+                    log_info!("nothing in the guest listens for a shutdown request: stopping it");
                     vm.force_stop();
                 }
-            }
+                path => log_info!("asked the guest to shut down ({path:?})"),
+            },
             VmCommand::Terminate => vm.force_stop(),
             VmCommand::Pause => match vm.pause() {
                 Ok(()) => {
