@@ -1,5 +1,5 @@
 //! Guest-visible device models: the port-I/O and MMIO buses, the legacy PC devices
-//! (16550 COM1, CMOS RTC, i8042, ACPI PM block), PCI bus 0 ([`pci`]: host bridge,
+//! (16550 COM1, CMOS RTC, i8042, ACPI PM block, fw_cfg), PCI bus 0 ([`pci`]: host bridge,
 //! configuration mechanism 1, ECAM, BARs, INTx and MSI-X) and the virtio-pci devices
 //! ([`virtio`]).
 //!
@@ -10,6 +10,7 @@
 
 pub mod bus;
 pub mod exit;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod pci;
 pub mod pm;
@@ -22,6 +23,7 @@ mod testutil;
 
 pub use bus::{Bus, BusDevice, BusError};
 pub use exit::{ExitRequest, ExitSignal};
+pub use fw_cfg::FwCfg;
 pub use i8042::I8042;
 pub use pm::AcpiPm;
 pub use rtc::Rtc;

@@ -62,6 +62,8 @@ pub struct PciDevices {
     pub queues: Vec<QueueEvent>,
     /// OpenBSD's vmmci, for graceful shutdown of guests that bind it.
     pub vmmci: VmmciHandle,
+    /// PCI slot of the first virtio-blk device, the BIOS boot disk (spec §5.3 item 3).
+    pub first_disk_slot: Option<u8>,
 }
 
 /// Build bus 0 with its devices — entropy, the disks, then vmmci, vmd's order (spec §5.5)
@@ -91,6 +93,8 @@ pub fn build(
     let root = Arc::new(Mutex::new(PciRoot::new(allocator)));
     let msi: Arc<dyn MsiTrigger> = Arc::new(KvmMsi { vm: vm.clone() });
     let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = vec![Arc::new(Mutex::new(Rng::new()))];
+    // Index in `devices` of the first disk: its slot is known once it is on the bus.
+    let first_disk = (!disks.is_empty()).then_some(devices.len());
     for (i, d) in disks.into_iter().enumerate() {
         devices.push(Arc::new(Mutex::new(Block::new(
             Box::new(d),
@@ -100,6 +104,7 @@ pub fn build(
     let (vmmci, vmmci_handle) = Vmmci::new().map_err(Error::host("vmmci eventfd"))?;
     devices.push(Arc::new(Mutex::new(vmmci)));
     let mut queues = Vec::new();
+    let mut first_disk_slot = None;
     for (n, device) in devices.into_iter().enumerate() {
         let line = INTX_IRQS[n % INTX_IRQS.len()];
         let intx = EventFd::new(EFD_NONBLOCK).map_err(Error::host("INTx eventfd"))?;
@@ -119,10 +124,14 @@ pub fn build(
                 index,
             });
         }
-        root.lock()
+        let slot = root
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add_device(Arc::new(Mutex::new(transport)))
             .map_err(|e| dev_err(e.to_string()))?;
+        if Some(n) == first_disk {
+            first_disk_slot = Some(slot);
+        }
     }
     let map = |bus: &mut Bus, dev: Arc<Mutex<dyn devices::BusDevice>>, base: u64, len: u64| {
         bus.insert(dev, base, len)
@@ -164,5 +173,6 @@ pub fn build(
     Ok(PciDevices {
         queues,
         vmmci: vmmci_handle,
+        first_disk_slot,
     })
 }

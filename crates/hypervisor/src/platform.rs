@@ -4,12 +4,14 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use devices::fw_cfg::{self, E820Entry, FwCfg};
 use devices::{AcpiPm, Bus, ExitSignal, Rtc, Serial, I8042};
 use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::error::Error;
-use crate::layout::MemoryLayout;
+use crate::layout::{MemType, MemoryLayout};
 use crate::vm::ConsoleFeed;
 
 /// The devices the supervisor thread talks to after start.
@@ -164,6 +166,61 @@ impl Platform {
     }
 }
 
+/// Map fw_cfg (spec §5.3 item 4, F-HW-10) on `pio`. Every VM gets it, as in vmd: only a BIOS
+/// reads it (direct-boot kernels find no ACPI/DT node for it and never probe the ports).
+/// Files: `etc/e820` (the memory map), `etc/screen-and-debug` = 0 (so SeaBIOS does not print
+/// its screen output twice on the serial console, as vmd sets it), and, when the VM has a
+/// disk, a `bootorder` that boots the first virtio-blk disk and nothing else (F-BOOT-04).
+pub fn add_fw_cfg(
+    pio: &mut Bus,
+    mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
+    vcpus: u32,
+    boot_disk_slot: Option<u8>,
+) -> Result<(), Error> {
+    let cpus = u16::try_from(vcpus).unwrap_or(u16::MAX);
+    let mut dev = FwCfg::new(mem.clone(), layout.size, cpus);
+    let e820: Vec<E820Entry> = layout
+        .e820()
+        .iter()
+        .map(|r| E820Entry {
+            addr: r.start,
+            size: r.len,
+            kind: match r.kind {
+                MemType::Ram => fw_cfg::E820_RAM,
+                MemType::Reserved => fw_cfg::E820_RESERVED,
+            },
+        })
+        .collect();
+    let mut files = vec![
+        ("etc/e820", fw_cfg::e820_file(&e820)),
+        ("etc/screen-and-debug", 0u32.to_le_bytes().to_vec()),
+    ];
+    if let Some(slot) = boot_disk_slot {
+        files.push(("bootorder", bootorder_disk(slot)));
+    }
+    for (name, bytes) in files {
+        dev.add_file(name, bytes).map_err(|e| Error::Device {
+            what: "fw_cfg",
+            reason: e.to_string(),
+        })?;
+    }
+    insert(
+        pio,
+        Arc::new(Mutex::new(dev)),
+        fw_cfg::FW_CFG_BASE,
+        fw_cfg::FW_CFG_PORT_LEN,
+        "fw_cfg",
+    )
+}
+
+/// SeaBIOS `bootorder` for "boot device disk" (spec §5.3 item 3): the virtio-blk device at
+/// PCI `slot` (SeaBIOS writes device numbers in hex), then `HALT` so it never falls back to
+/// another device; NUL-terminated as vmd writes it.
+fn bootorder_disk(slot: u8) -> Vec<u8> {
+    format!("/pci@i0cf8/*@{slot:x}\nHALT\0").into_bytes()
+}
+
 fn nix_read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes for the whole call, and
     // `fd` stays open while the VM owns its console input.
@@ -172,5 +229,16 @@ fn nix_read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
         Err(std::io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootorder_names_the_slot_in_hex() {
+        assert_eq!(bootorder_disk(2), b"/pci@i0cf8/*@2\nHALT\0");
+        assert_eq!(bootorder_disk(0x1f), b"/pci@i0cf8/*@1f\nHALT\0");
     }
 }

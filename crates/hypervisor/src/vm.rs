@@ -239,6 +239,7 @@ impl Vm {
             .map(crate::disk::DiskBackend::new)
             .collect();
         let pci = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone())?;
+        crate::platform::add_fw_cfg(&mut pio, &mem, &layout, cfg.vcpus, pci.first_disk_slot)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
