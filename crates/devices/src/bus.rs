@@ -27,6 +27,23 @@ pub enum BusError {
 
 type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
+/// Serve a read of any width on an 8-bit device as the ISA bus does: one byte access per
+/// consecutive offset. Offsets that overflow read all-ones.
+pub fn read_bytes(offset: u64, data: &mut [u8], mut read: impl FnMut(u64) -> u8) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset.checked_add(i as u64).map_or(0xff, &mut read);
+    }
+}
+
+/// The write counterpart of [`read_bytes`]; bytes at overflowing offsets are dropped.
+pub fn write_bytes(offset: u64, data: &[u8], mut write: impl FnMut(u64, u8)) {
+    for (i, &b) in data.iter().enumerate() {
+        if let Some(o) = offset.checked_add(i as u64) {
+            write(o, b);
+        }
+    }
+}
+
 /// Non-overlapping ranges, each served by one device.
 #[derive(Default, Clone)]
 pub struct Bus {

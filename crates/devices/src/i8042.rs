@@ -6,7 +6,7 @@
 //! drivers conclude nothing is attached. There is no IRQ 1: nothing here ever produces
 //! unsolicited data, and controller command answers are polled.
 
-use crate::bus::BusDevice;
+use crate::bus::{read_bytes, write_bytes, BusDevice};
 use crate::exit::{ExitRequest, ExitSignal};
 
 /// The data port.
@@ -200,19 +200,11 @@ impl I8042 {
 impl BusDevice for I8042 {
     // Wide accesses split into byte accesses at consecutive ports, as on the ISA bus.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .map_or(0xff, |port| self.read_port(port));
-        }
+        read_bytes(offset, data, |port| self.read_port(port));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            if let Some(port) = offset.checked_add(i as u64) {
-                self.write_port(port, b);
-            }
-        }
+        write_bytes(offset, data, |port, b| self.write_port(port, b));
     }
 }
 

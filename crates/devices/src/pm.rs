@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::BusDevice;
+use crate::bus::{read_bytes, write_bytes, BusDevice};
 use crate::exit::{ExitRequest, ExitSignal};
 
 /// First port of the block.
@@ -190,20 +190,12 @@ impl BusDevice for AcpiPm {
     // 32-bit read cannot tear across a carry.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let timer = self.timer();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .map_or(0xff, |o| self.read_byte(o, timer));
-        }
+        read_bytes(offset, data, |o| self.read_byte(o, timer));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         let was_asserted = self.sci_asserted();
-        for (i, &b) in data.iter().enumerate() {
-            if let Some(o) = offset.checked_add(i as u64) {
-                self.write_byte(o, b);
-            }
-        }
+        write_bytes(offset, data, |o, b| self.write_byte(o, b));
         // Enabling an event that is already pending asserts the SCI.
         if !was_asserted {
             self.raise_sci();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::BusDevice;
+use crate::bus::{read_bytes, write_bytes, BusDevice};
 
 /// First I/O port: the index register; the data register follows it.
 pub const RTC_BASE: u16 = 0x70;
@@ -336,19 +336,11 @@ impl BusDevice for Rtc {
     // Wide accesses split into byte accesses at consecutive ports, as on the ISA bus; some
     // firmware sets index and data with a single 16-bit OUT.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .map_or(0xff, |port| self.read_port(port));
-        }
+        read_bytes(offset, data, |port| self.read_port(port));
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            if let Some(port) = offset.checked_add(i as u64) {
-                self.write_port(port, b);
-            }
-        }
+        write_bytes(offset, data, |port, b| self.write_port(port, b));
     }
 }
 

@@ -15,7 +15,7 @@ use std::io::Write;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::BusDevice;
+use crate::bus::{read_bytes, write_bytes, BusDevice};
 
 /// First I/O port of COM1 (docs/platform.md).
 pub const COM1_BASE: u16 = 0x3f8;
@@ -332,23 +332,21 @@ impl BusDevice for Serial {
     // A wide access to an 8-bit ISA device is split by the bus into byte accesses at
     // consecutive ports; do the same.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = match offset.checked_add(i as u64) {
-                Some(reg) if reg < SERIAL_PORT_LEN => self.read_reg(reg),
-                _ => 0xff,
-            };
-        }
+        read_bytes(offset, data, |reg| {
+            if reg < SERIAL_PORT_LEN {
+                self.read_reg(reg)
+            } else {
+                0xff
+            }
+        });
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            if let Some(reg) = offset
-                .checked_add(i as u64)
-                .filter(|&r| r < SERIAL_PORT_LEN)
-            {
+        write_bytes(offset, data, |reg, b| {
+            if reg < SERIAL_PORT_LEN {
                 self.write_reg(reg, b);
             }
-        }
+        });
     }
 }
 
