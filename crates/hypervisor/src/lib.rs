@@ -23,5 +23,6 @@ mod vm;
 pub use boot::{BootImage, BootKind};
 pub use disk::DiskBackend;
 pub use error::Error;
+pub use platform::BootDevice;
 pub use vcpu::ExitReason;
 pub use vm::{ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};

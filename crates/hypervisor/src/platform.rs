@@ -177,6 +177,7 @@ pub fn add_fw_cfg(
     layout: &MemoryLayout,
     vcpus: u32,
     boot_disk_slot: Option<u8>,
+    boot_device: Option<BootDevice>,
 ) -> Result<(), Error> {
     let cpus = u16::try_from(vcpus).unwrap_or(u16::MAX);
     let mut dev = FwCfg::new(mem.clone(), layout.size, cpus);
@@ -196,8 +197,8 @@ pub fn add_fw_cfg(
         ("etc/e820", fw_cfg::e820_file(&e820)),
         ("etc/screen-and-debug", 0u32.to_le_bytes().to_vec()),
     ];
-    if let Some(slot) = boot_disk_slot {
-        files.push(("bootorder", bootorder_disk(slot)));
+    if let Some(order) = bootorder(boot_device, boot_disk_slot)? {
+        files.push(("bootorder", order));
     }
     for (name, bytes) in files {
         dev.add_file(name, bytes).map_err(|e| Error::Device {
@@ -217,6 +218,48 @@ pub fn add_fw_cfg(
 /// SeaBIOS `bootorder` for "boot device disk" (spec §5.3 item 3): the virtio-blk device at
 /// PCI `slot` (SeaBIOS writes device numbers in hex), then `HALT` so it never falls back to
 /// another device; NUL-terminated as vmd writes it.
+/// The `bootorder` file for a BIOS, if any: the first disk by default or when forced, `HALT`
+/// for a forced disk boot without a disk and for a BIOS net boot (vmd has none either).
+fn bootorder(device: Option<BootDevice>, disk_slot: Option<u8>) -> Result<Option<Vec<u8>>, Error> {
+    Ok(match (device, disk_slot) {
+        (None | Some(BootDevice::Disk), Some(slot)) => Some(bootorder_disk(slot)),
+        (None, None) => None,
+        (Some(BootDevice::Disk | BootDevice::Net), _) => Some(BOOTORDER_HALT.to_vec()),
+        (Some(BootDevice::Cdrom), _) => {
+            return Err(Error::Device {
+                what: "boot device",
+                reason: "cdrom: this VMM has no CD-ROM device yet".into(),
+            })
+        }
+    })
+}
+
+/// A `bootorder` that boots nothing: SeaBIOS halts.
+const BOOTORDER_HALT: &[u8] = b"HALT\0";
+
+/// The device a BIOS boots from (`boot device`, `vmctl start -B`; spec §5.3 item 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDevice {
+    /// The first disk.
+    Disk,
+    /// The CD-ROM.
+    Cdrom,
+    /// The network (with a BIOS: nothing, as in vmd).
+    Net,
+}
+
+impl BootDevice {
+    /// The device named as vm.conf and `vmctl start -B` write it.
+    pub fn from_name(name: &str) -> Option<BootDevice> {
+        match name {
+            "disk" => Some(BootDevice::Disk),
+            "cdrom" => Some(BootDevice::Cdrom),
+            "net" => Some(BootDevice::Net),
+            _ => None,
+        }
+    }
+}
+
 fn bootorder_disk(slot: u8) -> Vec<u8> {
     format!("/pci@i0cf8/*@{slot:x}\nHALT\0").into_bytes()
 }
@@ -235,6 +278,30 @@ fn nix_read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_device_chooses_the_bootorder() {
+        assert_eq!(bootorder(None, None).unwrap(), None);
+        assert_eq!(
+            bootorder(None, Some(2)).unwrap().unwrap(),
+            b"/pci@i0cf8/*@2\nHALT\0"
+        );
+        assert_eq!(
+            bootorder(Some(BootDevice::Disk), Some(3)).unwrap().unwrap(),
+            b"/pci@i0cf8/*@3\nHALT\0"
+        );
+        assert_eq!(
+            bootorder(Some(BootDevice::Disk), None).unwrap().unwrap(),
+            b"HALT\0"
+        );
+        assert_eq!(
+            bootorder(Some(BootDevice::Net), Some(2)).unwrap().unwrap(),
+            b"HALT\0"
+        );
+        assert!(bootorder(Some(BootDevice::Cdrom), Some(2)).is_err());
+        assert_eq!(BootDevice::from_name("net"), Some(BootDevice::Net));
+        assert_eq!(BootDevice::from_name("floppy"), None);
+    }
 
     #[test]
     fn bootorder_names_the_slot_in_hex() {

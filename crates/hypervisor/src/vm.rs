@@ -65,6 +65,8 @@ pub struct VmConfig {
     pub kvm: Option<Kvm>,
     /// Disk images, one virtio-blk device each (at most four).
     pub disks: Vec<Box<dyn disk::BlockBackend>>,
+    /// The device a BIOS boots from; `None` boots the first disk if there is one.
+    pub boot_device: Option<crate::BootDevice>,
 }
 
 /// Controls a VM from other threads while [`Vm::run`] runs it.
@@ -239,7 +241,14 @@ impl Vm {
             .map(crate::disk::DiskBackend::new)
             .collect();
         let pci = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone())?;
-        crate::platform::add_fw_cfg(&mut pio, &mem, &layout, cfg.vcpus, pci.first_disk_slot)?;
+        crate::platform::add_fw_cfg(
+            &mut pio,
+            &mem,
+            &layout,
+            cfg.vcpus,
+            pci.first_disk_slot,
+            cfg.boot_device,
+        )?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

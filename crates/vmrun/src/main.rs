@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hypervisor::{boot, BootImage, ExitReason, Vm, VmConfig};
+use hypervisor::{boot, BootDevice, BootImage, ExitReason, Vm, VmConfig};
 
 mod signals;
 mod size;
@@ -45,6 +45,9 @@ struct Args {
     /// Disk image, `[raw:|qcow2:]path` (virtio-blk; up to 4).
     #[arg(short = 'd', value_name = "disk")]
     disk: Vec<String>,
+    /// Boot device for a BIOS: disk, cdrom or net (spec §5.3).
+    #[arg(short = 'B', value_name = "device", value_parser = ["disk", "cdrom", "net"])]
+    boot_device: Option<String>,
     /// ISO image for the CD-ROM (virtio-scsi; not available yet).
     #[arg(short = 'r', value_name = "iso")]
     iso: Option<PathBuf>,
@@ -150,6 +153,7 @@ fn run(args: Args) -> Result<ExitReason, String> {
         console_in,
         kvm: None,
         disks,
+        boot_device: args.boot_device.as_deref().and_then(BootDevice::from_name),
     })
     .map_err(|e| e.to_string())?;
     signals::forward_to(vm.handle());

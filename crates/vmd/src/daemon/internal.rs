@@ -72,6 +72,8 @@ pub struct Launch {
     pub cmdline: String,
     /// Disks, each a chain of images.
     pub disks: Vec<Vec<DiskImage>>,
+    /// `boot device` / `vmctl start -B`: `disk`, `cdrom` or `net`.
+    pub boot_device: Option<String>,
 }
 
 /// parent -> vmm.

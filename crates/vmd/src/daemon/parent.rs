@@ -605,6 +605,14 @@ impl Parent {
             has_initrd: initrd.is_some(),
             cmdline: plan.cmdline.clone().unwrap_or_default(),
             disks,
+            boot_device: plan.boot_device.map(|d| {
+                match d {
+                    vmconf::BootDevice::Disk => "disk",
+                    vmconf::BootDevice::Cdrom => "cdrom",
+                    vmconf::BootDevice::Net => "net",
+                }
+                .to_string()
+            }),
         };
         let live = Live {
             generation: plan.generation,

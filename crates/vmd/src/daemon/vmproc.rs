@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use disk::ChainImage;
-use hypervisor::{boot, BootImage, ExitReason, ShutdownPath, Vm, VmConfig, VmHandle};
+use hypervisor::{boot, BootDevice, BootImage, ExitReason, ShutdownPath, Vm, VmConfig, VmHandle};
 use ipc::Channel;
 use kvm_ioctls::Kvm;
 
@@ -145,6 +145,10 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
         console_in: Some(console),
         kvm: Some(kvm),
         disks,
+        boot_device: launch
+            .boot_device
+            .as_deref()
+            .and_then(BootDevice::from_name),
     })
     .map_err(|e| einval(e.to_string()))
 }
