@@ -1,7 +1,22 @@
 //! qcow2 images through imago: one `FormatAccess` per image of the chain, each owning the one
-//! below it as its backing image. imago does the mapping, copy-on-write and allocation; its
-//! metadata caches order L2 and refcount-block writes so that an interrupted process leaves at
-//! most leaked clusters, never an L2 entry pointing at an unreferenced cluster.
+//! below it as its backing image. imago does the mapping, copy-on-write and allocation.
+//!
+//! Crash safety (a killed VM process must leave an image `qemu-img check` accepts; leaked
+//! clusters are fine, a reference to a cluster with refcount 0 is not): imago writes a new data
+//! cluster before the L2 entry pointing at it, a new L2 table before the L1 entry pointing at it,
+//! and its two metadata caches write refcount blocks before L2 tables while clusters are being
+//! allocated. But it keeps refcount blocks cached until a flush or an eviction, and writes the L1
+//! entry for a new L2 table straight to the file: a process killed then leaves an L1 entry
+//! pointing at a cluster whose refcount is still 0 on disk. So every call that may allocate ends
+//! with imago's `flush` (cached metadata to the file, refcount blocks first, no fsync); it only
+//! writes what is dirty, so a write into clusters already allocated pays next to nothing. Once a
+//! write has returned, a kill leaves at most leaked clusters. What is left: inside the one write
+//! that allocates an L2 table (the first into each L2 table's range: 512 MiB with 64 KiB
+//! clusters), between imago's L1 write and our flush, the refcount of that table is not yet on
+//! disk; closing that needs imago to flush its refcount blocks before writing the L1 entry.
+//! All of this is about the page cache, which outlives the process; surviving a host power loss
+//! also needs the guest's FLUSH, which is [`BlockBackend::flush`]: the same write-back, then
+//! fsync.
 
 use std::fs::File;
 use std::io;
@@ -82,12 +97,18 @@ impl Qcow2Backend {
         }
     }
 
+    /// Writes `buf`, then the metadata this allocated (see the module comment for why).
+    fn write_and_commit(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.access.write(buf, offset)?;
+        self.access.flush()
+    }
+
     fn write_zero_buffers(&mut self, mut offset: u64, len: u64) -> io::Result<()> {
         let zeroes = vec![0u8; ZERO_CHUNK.min(len) as usize];
         let end = offset + len;
         while offset < end {
             let n = (zeroes.len() as u64).min(end - offset);
-            self.access.write(&zeroes[..n as usize], offset)?;
+            self.write_and_commit(&zeroes[..n as usize], offset)?;
             offset += n;
         }
         Ok(())
@@ -117,7 +138,7 @@ impl BlockBackend for Qcow2Backend {
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.writable_range(offset, buf.len() as u64)?;
-        self.access.write(buf, offset)
+        self.write_and_commit(buf, offset)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -135,7 +156,9 @@ impl BlockBackend for Qcow2Backend {
             return self.write_zero_buffers(offset, len);
         }
         // To zero rather than to backing: a guest must not see old base data reappear.
-        self.access.discard_to_zero(offset, len)
+        self.access.discard_to_zero(offset, len)?;
+        // Zero flags may need new L2 tables, and freed clusters' refcounts go down: both cached.
+        self.access.flush()
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
@@ -143,6 +166,8 @@ impl BlockBackend for Qcow2Backend {
         if !self.zero_clusters {
             return self.write_zero_buffers(offset, len);
         }
-        self.access.write_zeroes(offset, len)
+        self.access.write_zeroes(offset, len)?;
+        // Zero flags may need new L2 tables, or replace allocations: cached metadata either way.
+        self.access.flush()
     }
 }
