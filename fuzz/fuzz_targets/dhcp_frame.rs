@@ -20,7 +20,11 @@ fn sum(parts: &[&[u8]]) -> u16 {
     let mut s: u64 = 0;
     for p in parts {
         for (i, b) in p.iter().enumerate() {
-            s += if i % 2 == 0 { u64::from(*b) << 8 } else { u64::from(*b) };
+            s += if i % 2 == 0 {
+                u64::from(*b) << 8
+            } else {
+                u64::from(*b)
+            };
         }
     }
     while s > 0xffff {
