@@ -4,9 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use devices::pci::{
-    BarAllocator, BarSpace, MsiMessage, MsiTrigger, PciBarWindow, PciConfigIo, PciEcam, PciRoot,
-    ECAM_SIZE, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END,
-    PCI_MMIO_HOLE_START,
+    map_root, BarAllocator, MsiMessage, MsiTrigger, PciRoot, ECAM_SIZE, PCI_IO_END, PCI_IO_START,
+    PCI_MMIO_HOLE_END, PCI_MMIO_HOLE_START,
 };
 use devices::virtio::blk::Block;
 use devices::virtio::rng::Rng;
@@ -133,43 +132,7 @@ pub fn build(
             first_disk_slot = Some(slot);
         }
     }
-    let map = |bus: &mut Bus, dev: Arc<Mutex<dyn devices::BusDevice>>, base: u64, len: u64| {
-        bus.insert(dev, base, len)
-            .map_err(|e| dev_err(e.to_string()))
-    };
-    map(
-        pio,
-        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
-        u64::from(PCI_CONFIG_IO_BASE),
-        PCI_CONFIG_IO_LEN,
-    )?;
-    map(
-        mmio,
-        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
-        ECAM_BASE,
-        ECAM_SIZE,
-    )?;
-    map(
-        pio,
-        Arc::new(Mutex::new(PciBarWindow::new(
-            root.clone(),
-            BarSpace::Io,
-            PCI_IO_START,
-        ))),
-        PCI_IO_START,
-        PCI_IO_END - PCI_IO_START,
-    )?;
-    let mem_base = ECAM_BASE + ECAM_SIZE;
-    map(
-        mmio,
-        Arc::new(Mutex::new(PciBarWindow::new(
-            root,
-            BarSpace::Memory,
-            mem_base,
-        ))),
-        mem_base,
-        PCI_MMIO_HOLE_END - mem_base,
-    )?;
+    map_root(&root, pio, mmio, ECAM_BASE).map_err(|e| dev_err(e.to_string()))?;
     Ok(PciDevices {
         queues,
         vmmci: vmmci_handle,

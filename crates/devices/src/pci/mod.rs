@@ -22,7 +22,9 @@ pub use alloc::BarAllocator;
 pub use config::{BarSpace, ConfigSpace, BAR_COUNT, CONFIG_SPACE_SIZE};
 pub use host_bridge::HostBridge;
 pub use msix::{MsiMessage, MsiTrigger, Msix};
-pub use root::{BarMoveHandler, PciBarWindow, PciConfigIo, PciEcam, PciRoot, SharedPciDevice};
+pub use root::{
+    map_root, BarMoveHandler, PciBarWindow, PciConfigIo, PciEcam, PciRoot, SharedPciDevice,
+};
 
 /// PCI vendor id of the OpenBSD project (spec §5.5).
 pub const PCI_VENDOR_OPENBSD: u16 = 0x0b5d;

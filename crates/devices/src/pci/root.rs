@@ -6,7 +6,7 @@ use super::alloc::BarAllocator;
 use super::config::{BarSpace, BAR_COUNT, EXTENDED_CONFIG_SIZE};
 use super::host_bridge::HostBridge;
 use super::{BarMove, PciDevice, PciError, PCI_SLOTS};
-use crate::bus::BusDevice;
+use crate::bus::{Bus, BusDevice, BusError};
 
 /// A device on the bus, shared with whoever runs its queues.
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
@@ -327,13 +327,53 @@ impl BusDevice for PciBarWindow {
     }
 }
 
+/// Map bus 0 the way a VMM presents it: configuration mechanism 1 at 0xCF8 and the I/O BAR
+/// window on `pio`; the ECAM window at `ecam_base` and the memory BAR window above it, up to
+/// the I/O APIC, on `mmio`.
+pub fn map_root(
+    root: &Arc<Mutex<PciRoot>>,
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    ecam_base: u64,
+) -> Result<(), BusError> {
+    let mem_base = ecam_base + super::ECAM_SIZE;
+    pio.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        u64::from(super::PCI_CONFIG_IO_BASE),
+        super::PCI_CONFIG_IO_LEN,
+    )?;
+    pio.insert(
+        Arc::new(Mutex::new(PciBarWindow::new(
+            root.clone(),
+            BarSpace::Io,
+            super::PCI_IO_START,
+        ))),
+        super::PCI_IO_START,
+        super::PCI_IO_END - super::PCI_IO_START,
+    )?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
+        ecam_base,
+        super::ECAM_SIZE,
+    )?;
+    mmio.insert(
+        Arc::new(Mutex::new(PciBarWindow::new(
+            root.clone(),
+            BarSpace::Memory,
+            mem_base,
+        ))),
+        mem_base,
+        super::PCI_MMIO_HOLE_END - mem_base,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pci::config::{ConfigSpace, PciIds};
     use crate::pci::{
-        ECAM_SIZE, PCI_CONFIG_IO_BASE, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END,
-        PCI_MMIO_HOLE_START, PCI_PRODUCT_OPENBSD_PCHB, PCI_VENDOR_OPENBSD,
+        ECAM_SIZE, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END, PCI_MMIO_HOLE_START,
+        PCI_PRODUCT_OPENBSD_PCHB, PCI_VENDOR_OPENBSD,
     };
     use crate::testutil::XorShift;
     use crate::Bus;
@@ -399,40 +439,8 @@ mod tests {
         root.lock()
             .unwrap()
             .set_bar_move_handler(Box::new(move |mv| m.lock().unwrap().push(*mv)));
-        let mut pio = Bus::new();
-        pio.insert(
-            Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
-            PCI_CONFIG_IO_BASE.into(),
-            crate::pci::PCI_CONFIG_IO_LEN,
-        )
-        .unwrap();
-        pio.insert(
-            Arc::new(Mutex::new(PciBarWindow::new(
-                root.clone(),
-                BarSpace::Io,
-                PCI_IO_START,
-            ))),
-            PCI_IO_START,
-            PCI_IO_END - PCI_IO_START,
-        )
-        .unwrap();
-        let mut mmio = Bus::new();
-        mmio.insert(
-            Arc::new(Mutex::new(PciEcam::new(root.clone()))),
-            ECAM_BASE,
-            ECAM_SIZE,
-        )
-        .unwrap();
-        mmio.insert(
-            Arc::new(Mutex::new(PciBarWindow::new(
-                root.clone(),
-                BarSpace::Memory,
-                ecam.end,
-            ))),
-            ecam.end,
-            PCI_MMIO_HOLE_END - ecam.end,
-        )
-        .unwrap();
+        let (mut pio, mut mmio) = (Bus::new(), Bus::new());
+        map_root(&root, &mut pio, &mut mmio, ECAM_BASE).unwrap();
         Machine {
             root,
             pio,

@@ -143,9 +143,8 @@ mod tests {
     use super::vmmci::Vmmci;
     use super::*;
     use crate::pci::{
-        BarAllocator, BarMove, BarSpace, PciBarWindow, PciConfigIo, PciRoot, ECAM_SIZE,
-        PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END,
-        PCI_MMIO_HOLE_START,
+        BarAllocator, BarMove, BarSpace, PciRoot, ECAM_SIZE, PCI_IO_END, PCI_IO_START,
+        PCI_MMIO_HOLE_END, PCI_MMIO_HOLE_START,
     };
     use crate::Bus;
     use std::sync::Mutex;
@@ -187,23 +186,8 @@ mod tests {
         root.lock()
             .unwrap()
             .set_bar_move_handler(Box::new(move |mv| m.lock().unwrap().push(*mv)));
-        let mut pio = Bus::new();
-        pio.insert(
-            Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
-            PCI_CONFIG_IO_BASE.into(),
-            PCI_CONFIG_IO_LEN,
-        )
-        .unwrap();
-        pio.insert(
-            Arc::new(Mutex::new(PciBarWindow::new(
-                root.clone(),
-                BarSpace::Io,
-                PCI_IO_START,
-            ))),
-            PCI_IO_START,
-            PCI_IO_END - PCI_IO_START,
-        )
-        .unwrap();
+        let (mut pio, mut mmio) = (Bus::new(), Bus::new());
+        crate::pci::map_root(&root, &mut pio, &mut mmio, PCI_MMIO_HOLE_START).unwrap();
         // vmd's I/O BARs: 0x1000, 0x2000, 0x3000 in slot order.
         for (i, t) in transports.iter().enumerate() {
             let io = t.lock().unwrap().notify_addresses();

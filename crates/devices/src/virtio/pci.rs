@@ -841,8 +841,8 @@ mod tests {
     use super::*;
     use crate::pci::msix::MsiMessage;
     use crate::pci::{
-        BarAllocator, PciBarWindow, PciConfigIo, PciRoot, ECAM_SIZE, PCI_IO_END, PCI_IO_START,
-        PCI_MMIO_HOLE_END, PCI_MMIO_HOLE_START,
+        BarAllocator, PciRoot, ECAM_SIZE, PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END,
+        PCI_MMIO_HOLE_START,
     };
     use crate::testutil::XorShift;
     use crate::virtio::queue::testing::memory;
@@ -900,34 +900,8 @@ mod tests {
         );
         let root = Arc::new(Mutex::new(PciRoot::new(alloc)));
         assert_eq!(root.lock().unwrap().add_device(dev), Ok(1));
-        let mut pio = Bus::new();
-        pio.insert(
-            Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
-            0xcf8,
-            8,
-        )
-        .unwrap();
-        pio.insert(
-            Arc::new(Mutex::new(PciBarWindow::new(
-                root.clone(),
-                BarSpace::Io,
-                PCI_IO_START,
-            ))),
-            PCI_IO_START,
-            PCI_IO_END - PCI_IO_START,
-        )
-        .unwrap();
-        let mut mmio = Bus::new();
-        mmio.insert(
-            Arc::new(Mutex::new(PciBarWindow::new(
-                root,
-                BarSpace::Memory,
-                ecam.end,
-            ))),
-            ecam.end,
-            PCI_MMIO_HOLE_END - ecam.end,
-        )
-        .unwrap();
+        let (mut pio, mut mmio) = (Bus::new(), Bus::new());
+        crate::pci::map_root(&root, &mut pio, &mut mmio, ecam.start).unwrap();
         Guest { pio, mmio }
     }
 
