@@ -15,7 +15,7 @@ impl DiskBackend {
     }
 
     fn lock(&self) -> MutexGuard<'_, Box<dyn disk::BlockBackend>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.0)
     }
 
     /// Write out everything the image format still caches (qcow2 tables and refcounts): a

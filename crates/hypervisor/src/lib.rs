@@ -26,3 +26,9 @@ pub use error::Error;
 pub use platform::BootDevice;
 pub use vcpu::ExitReason;
 pub use vm::{ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};
+
+/// Lock `m` even if a thread panicked while holding it: device and VM state is plain data,
+/// and refusing every later access would hang the guest instead.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

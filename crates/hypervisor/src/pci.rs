@@ -123,9 +123,7 @@ pub fn build(
                 index,
             });
         }
-        let slot = root
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let slot = crate::lock(&root)
             .add_device(Arc::new(Mutex::new(transport)))
             .map_err(|e| dev_err(e.to_string()))?;
         if Some(n) == first_disk {

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use devices::fw_cfg::{self, E820Entry, FwCfg};
 use devices::{AcpiPm, Bus, ExitSignal, Rtc, Serial, I8042};
@@ -12,6 +12,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::error::Error;
 use crate::layout::{MemType, MemoryLayout};
+use crate::lock;
 use crate::vm::ConsoleFeed;
 
 /// The devices the supervisor thread talks to after start.
@@ -21,10 +22,6 @@ pub struct Platform {
     pm: Arc<Mutex<AcpiPm>>,
     /// Signalled by KVM when the guest acknowledges the level-triggered SCI.
     sci_resample: EventFd,
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An eventfd wired to KVM as the interrupt line `gsi`.

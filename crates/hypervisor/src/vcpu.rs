@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::{Bus, ExitRequest, ExitSignal};
 
+use crate::lock;
 use crate::pause::PauseGate;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -55,7 +56,7 @@ pub struct Shared {
 impl Shared {
     /// Interrupt every vCPU's `KVM_RUN` so it looks at the stop and pause flags.
     pub fn kick_all(&self, signal: libc::c_int) {
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = lock(&self.threads);
         for &t in threads.iter() {
             // SAFETY: `t` belongs to a vCPU thread that is not joined while it is listed
             // (the list is emptied under this lock first), so the pthread_t is still valid.
@@ -64,11 +65,10 @@ impl Shared {
     }
 
     fn report_crash(&self, what: String) {
-        let mut c = self.crash.lock().unwrap_or_else(|e| e.into_inner());
-        c.get_or_insert(what);
-        drop(c);
-        // Wake the supervisor; the reason it reads is the crash, which is checked first.
-        self.exit.request(ExitRequest::Poweroff);
+        lock(&self.crash).get_or_insert(what);
+        // Every vCPU stops at its next exit; the supervisor wakes and reports the crash.
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.exit.event().write(1);
     }
 }
 

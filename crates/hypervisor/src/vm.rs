@@ -24,6 +24,7 @@ use crate::cpuid;
 use crate::error::Error;
 use crate::firmware;
 use crate::layout::{MemoryLayout, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+use crate::lock;
 use crate::platform::Platform;
 use crate::vcpu::{self, ExitReason, Shared};
 
@@ -337,12 +338,7 @@ impl Vm {
             d.flush().map_err(Error::host("flushing a disk image"))?;
         }
         result?;
-        let crash = self
-            .shared
-            .crash
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let crash = lock(&self.shared.crash).take();
         Ok(match (crash, self.shared.exit.pending()) {
             (Some(why), _) => ExitReason::Crash(why),
             (None, Some(ExitRequest::Poweroff)) => ExitReason::Poweroff,
@@ -428,10 +424,7 @@ impl Vm {
                     .and_then(|i| self.queues.get(i as usize))
                 {
                     let _ = q.event.read();
-                    q.device
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .process_queue(q.index);
+                    lock(&q.device).process_queue(q.index);
                 }
                 if ev.data() != TOKEN_CONSOLE {
                     continue;
@@ -488,10 +481,6 @@ pub(crate) enum ConsoleFeed {
 }
 
 extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
     shared.stopping.store(true, Ordering::Release);
