@@ -105,15 +105,12 @@ impl Daemon {
         std::fs::read_to_string(self.dir.path().join("vmd.log")).unwrap_or_default()
     }
 
-    fn wait_until(&self, mut cond: impl FnMut() -> bool, what: &str) {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}; vmd log:\n{}", self.log());
+    fn wait_until(&self, cond: impl FnMut() -> bool, what: &str) {
+        assert!(
+            wait_for(cond),
+            "timed out waiting for {what}; vmd log:\n{}",
+            self.log()
+        );
     }
 
     fn vmctl(&self, args: &[&str]) -> Output {

@@ -83,7 +83,7 @@ struct Parent {
 /// Run the daemon's parent process.
 pub fn run(opts: Options) -> ExitCode {
     log::init("vmd", opts.inherit.foreground, opts.inherit.verbosity);
-    let parsed = match load_config(&opts) {
+    let parsed = match load_config(opts.config.as_deref(), &opts.macros) {
         Ok(p) => p,
         Err(()) => return ExitCode::FAILURE,
     };
@@ -167,12 +167,12 @@ pub fn run(opts: Options) -> ExitCode {
     code
 }
 
-fn load_config(opts: &Options) -> Result<vmconf::Config, ()> {
+fn load_config(path: Option<&Path>, macros: &[(String, String)]) -> Result<vmconf::Config, ()> {
     let vopts = vmconf::Options {
-        macros: opts.macros.clone(),
+        macros: macros.to_vec(),
         ..Default::default()
     };
-    match vmconf::load(opts.config.as_deref(), &vopts) {
+    match vmconf::load(path, &vopts) {
         Ok(p) => {
             for w in p.warnings {
                 log_warn!("{w}");
@@ -260,14 +260,7 @@ impl Parent {
                         log_info!("shutting down: stopping every VM");
                         self.shutting_down = true;
                         shutdown_deadline = Some(Instant::now() + SHUTDOWN_WAIT);
-                        for id in self.registry.running_ids() {
-                            if let Ok(a) =
-                                self.registry
-                                    .stop_request(&VmRef::Id(id), &Caller::root(), true)
-                            {
-                                self.to_vmm(&ParentToVmm::Terminate { id: a.id });
-                            }
-                        }
+                        self.terminate_all();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -289,6 +282,18 @@ impl Parent {
             };
             if let Err(e) = self.privsep.send(&ParentToPriv::SetupSwitch(setup), &[]) {
                 log_warn!("priv: {e}");
+            }
+        }
+    }
+
+    /// Force-stop every running VM (daemon shutdown, `reset vms`).
+    fn terminate_all(&mut self) {
+        for id in self.registry.running_ids() {
+            if let Ok(a) = self
+                .registry
+                .stop_request(&VmRef::Id(id), &Caller::root(), true)
+            {
+                self.to_vmm(&ParentToVmm::Terminate { id: a.id });
             }
         }
     }
@@ -399,14 +404,7 @@ impl Parent {
                     kind,
                     ipc::proto::ResetKind::All | ipc::proto::ResetKind::Vms
                 ) {
-                    for id in self.registry.running_ids() {
-                        if let Ok(a) =
-                            self.registry
-                                .stop_request(&VmRef::Id(id), &Caller::root(), true)
-                        {
-                            self.to_vmm(&ParentToVmm::Terminate { id: a.id });
-                        }
-                    }
+                    self.terminate_all();
                 }
                 if matches!(
                     kind,
@@ -454,13 +452,7 @@ impl Parent {
             Some((c, p)) => (Some(c), Some(p)),
             None => (None, self.opts.config.clone()),
         };
-        let opts = Options {
-            config: path,
-            macros: self.opts.macros.clone(),
-            socket: self.opts.socket.clone(),
-            inherit: self.opts.inherit.clone(),
-        };
-        match load_config(&opts) {
+        match load_config(path.as_deref(), &self.opts.macros) {
             Ok(cfg) => {
                 let problems = if client.is_some() {
                     self.registry.load_config(&cfg)
