@@ -37,10 +37,7 @@ pub fn run(args: &CreateArgs) -> Outcome {
     let fail = |lines: Vec<String>| Outcome { lines, ok: false };
     let (format, path) = target_format(&args.disk);
     let target = Path::new(path);
-    let disk_format = match format {
-        DiskFormat::Raw => disk::Format::Raw,
-        DiskFormat::Qcow2 => disk::Format::Qcow2,
-    };
+    let out_format = disk_format(format);
     if args.base.is_some() && args.input.is_some() {
         return fail(vec![warnx("conflicting -b and -i arguments")]);
     }
@@ -49,17 +46,14 @@ pub fn run(args: &CreateArgs) -> Outcome {
     }
     let result = if let Some(input) = &args.input {
         let (in_format, in_path) = disk_prefix(input);
-        let in_format = in_format.map(|f| match f {
-            DiskFormat::Raw => disk::Format::Raw,
-            DiskFormat::Qcow2 => disk::Format::Qcow2,
-        });
+        let in_format = in_format.map(disk_format);
         let mut show = progress_printer();
         let progress = show.as_mut().map(|f| f as &mut dyn FnMut(disk::Progress));
         let r = disk::convert(
             Path::new(in_path),
             in_format,
             target,
-            disk_format,
+            out_format,
             args.size,
             progress,
         );
@@ -85,11 +79,19 @@ pub fn run(args: &CreateArgs) -> Outcome {
         Ok(()) => Outcome {
             lines: vec![warnx(format_args!(
                 "{} imagefile created",
-                disk_format.name()
+                out_format.name()
             ))],
             ok: true,
         },
         Err(e) => fail(vec![failure_line(&e)]),
+    }
+}
+
+/// The `disk` crate's name for a format vmctl parsed.
+fn disk_format(f: DiskFormat) -> disk::Format {
+    match f {
+        DiskFormat::Raw => disk::Format::Raw,
+        DiskFormat::Qcow2 => disk::Format::Qcow2,
     }
 }
 
