@@ -30,6 +30,14 @@ const CFLAGS: &[&str] = &[
     "-Wl,-z,noexecstack",
 ];
 
+/// The C core and its drivers, linked into every 64-bit guest after its entry stub.
+const CORE: &[&str] = &["boot64.S", "core.c", "pci.c", "virtio.c"];
+
+/// An entry stub followed by [`CORE`].
+fn with_core(entry: &'static str) -> Vec<&'static str> {
+    [&[entry], CORE].concat()
+}
+
 fn run(cmd: &mut Command) {
     let shown = format!("{cmd:?}");
     let out = cmd.output().unwrap_or_else(|e| {
@@ -96,7 +104,7 @@ fn build_bzimage(src: &Path, out: &Path) {
         src,
         &payload_elf,
         "elf.ld",
-        &["linux.S", "boot64.S", "core.c"],
+        &with_core("linux.S"),
         &["-Wl,--defsym=LOAD_ADDR=0x100000", "-Wl,-e,linux_start32"],
     );
     let payload_bin = out.join("linux.bin");
@@ -153,7 +161,7 @@ fn main() {
         &src,
         &out.join("pvh"),
         "pvh.ld",
-        &["pvh.S", "boot64.S", "core.c"],
+        &with_core("pvh.S"),
         &["-Wl,--defsym=LOAD_ADDR=0x100000", "-Wl,-e,pvh_start32"],
     );
 
@@ -164,7 +172,7 @@ fn main() {
         &src,
         &openbsd,
         "elf.ld",
-        &["openbsd.S", "boot64.S", "core.c"],
+        &with_core("openbsd.S"),
         &[
             "-Wl,--defsym=LOAD_ADDR=0x1001000",
             "-Wl,--defsym=kernel_entry=openbsd_start+0xffffffff80000000",

@@ -5,7 +5,7 @@
  * is a VM exit, so lines stay terse. Ring-0 code runs emulated on PVM hosts:
  * no big loops, no SSE (built with -mgeneral-regs-only).
  */
-#include "common.h"
+#include "core.h"
 
 #define COM1 0x3f8
 #define LAPIC 0xfee00000UL
@@ -35,7 +35,7 @@ void *memcpy(void *d, const void *s, unsigned long n)
 
 static volatile u32 print_lock;
 
-static void putc(char c)
+void putc(char c)
 {
 	/* Wait for THR empty, as a real driver must; our 16550 is always ready. */
 	for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++)
@@ -43,19 +43,19 @@ static void putc(char c)
 	outb(COM1, (u8)c);
 }
 
-static void puts(const char *s)
+void puts(const char *s)
 {
 	while (*s)
 		putc(*s++);
 }
 
-static void puthex(u64 v, int digits)
+void puthex(u64 v, int digits)
 {
 	for (int i = digits - 1; i >= 0; i--)
 		putc("0123456789abcdef"[(v >> (i * 4)) & 0xf]);
 }
 
-static void putdec(u64 v)
+void putdec(u64 v)
 {
 	char buf[21];
 	int i = 20;
@@ -73,7 +73,7 @@ static void put2(u32 v)
 	putc((char)('0' + v % 10));
 }
 
-static void nl(void) { putc('\n'); }
+void nl(void) { putc('\n'); }
 
 static void lock(void)
 {
@@ -94,7 +94,7 @@ static int streq_n(const char *a, const char *b, int n)
 }
 
 /* Looks for whitespace-separated word `w` (or `w=` prefix when eq) in the command line. */
-static const char *cmdline_find(const char *cl, const char *w)
+const char *cmdline_find(const char *cl, const char *w)
 {
 	int n = 0;
 	while (w[n])
@@ -112,6 +112,21 @@ static const char *cmdline_find(const char *cl, const char *w)
 			return start + n;
 	}
 	return 0;
+}
+
+u64 parse_num(const char *s, u32 base)
+{
+	u64 v = 0;
+	for (;; s++) {
+		u32 d;
+		if (*s >= '0' && *s <= '9')
+			d = (u32)(*s - '0');
+		else if (base == 16 && *s >= 'a' && *s <= 'f')
+			d = (u32)(*s - 'a' + 10);
+		else
+			return v;
+		v = v * base + d;
+	}
 }
 
 /* FNV-1a 32-bit: tiny, and the host recomputes it in two lines. */
@@ -135,14 +150,7 @@ static u8 cmos(u8 reg)
  * Timeouts count RTC second ticks, which does not depend on the TSC rate;
  * the TSC bound is a backstop for a clock that never ticks.
  */
-struct deadline {
-	u8 last_sec;
-	u32 ticks;
-	u32 limit;
-	u64 tsc_end;
-};
-
-static void deadline_start(struct deadline *d, u32 secs)
+void deadline_start(struct deadline *d, u32 secs)
 {
 	d->last_sec = cmos(0);
 	d->ticks = 0;
@@ -150,7 +158,7 @@ static void deadline_start(struct deadline *d, u32 secs)
 	d->tsc_end = rdtsc() + (u64)secs * 8000000000UL;
 }
 
-static int deadline_passed(struct deadline *d)
+int deadline_passed(struct deadline *d)
 {
 	u8 s = cmos(0);
 	if (s != d->last_sec) {
@@ -191,7 +199,7 @@ static u64 find_rsdp(void)
 }
 
 /* Returns the physical address of the table with `sig`, via the XSDT if there is one, else the RSDT. */
-static u64 acpi_table(const char *sig)
+u64 acpi_table(const char *sig)
 {
 	u64 rsdp = find_rsdp();
 	if (!rsdp)
@@ -634,7 +642,7 @@ static int s5_slp_typ(u64 dsdt)
 	return -1;
 }
 
-static void do_poweroff(void)
+void do_poweroff(void)
 {
 	u64 fadt = acpi_table("FACP");
 	if (fadt) {
@@ -660,7 +668,7 @@ static void do_poweroff(void)
 	halt_forever();
 }
 
-static void do_reboot(void)
+void do_reboot(void)
 {
 	u64 fadt = acpi_table("FACP");
 	if (fadt && *(const u32 *)(fadt + 4) >= 129 && (*(const u32 *)(fadt + 112) & (1 << 10))) {
@@ -736,5 +744,15 @@ void cmain(u32 kind, u64 arg)
 		test_rtc();
 	if (cmdline_find(cl, "input"))
 		test_input();
+	if (cmdline_find(cl, "pci"))
+		test_pci(cl);
+	if (cmdline_find(cl, "rng"))
+		test_rng();
+	if (cmdline_find(cl, "blk") || cmdline_find(cl, "blk="))
+		test_blk(cl);
+	if (cmdline_find(cl, "cdrom"))
+		test_cdrom();
+	if (cmdline_find(cl, "vmmci"))
+		test_vmmci();
 	do_exit(cl);
 }

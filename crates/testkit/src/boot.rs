@@ -6,7 +6,7 @@ use std::process::Command;
 /// The QEMU binary the validation tests use.
 pub const QEMU: &str = "qemu-system-x86_64";
 
-/// A VM to boot: image, optional initrd and command line, memory and vCPUs.
+/// A VM to boot: image, optional initrd and command line, memory, vCPUs, disks and CD-ROM.
 #[derive(Clone, Debug)]
 pub struct Boot {
     image: PathBuf,
@@ -15,6 +15,8 @@ pub struct Boot {
     cmdline: Option<String>,
     mem_mib: u64,
     cpus: u32,
+    disks: Vec<PathBuf>,
+    cdrom: Option<PathBuf>,
 }
 
 impl Boot {
@@ -27,6 +29,8 @@ impl Boot {
             cmdline: None,
             mem_mib: 256,
             cpus: 1,
+            disks: Vec::new(),
+            cdrom: None,
         }
     }
 
@@ -62,8 +66,20 @@ impl Boot {
         self
     }
 
-    /// `vmrun -b IMAGE -m SIZE -p CPUS [--initrd F] [--cmdline S]`: vmrun
-    /// sniffs the image, so kernels and BIOS images take the same flag.
+    /// A raw disk image on a virtio-blk device (repeatable: one device per disk, in order).
+    pub fn disk(mut self, path: impl Into<PathBuf>) -> Boot {
+        self.disks.push(path.into());
+        self
+    }
+
+    /// An ISO image in a CD-ROM on virtio-scsi (target 0, LUN 0).
+    pub fn cdrom(mut self, path: impl Into<PathBuf>) -> Boot {
+        self.cdrom = Some(path.into());
+        self
+    }
+
+    /// `vmrun -b IMAGE -m SIZE -p CPUS [-d DISK]... [-r ISO] [--initrd F] [--cmdline S]`:
+    /// vmrun sniffs the image, so kernels and BIOS images take the same flag.
     pub fn vmrun_command(&self, vmrun: &Path) -> Command {
         let mut c = Command::new(vmrun);
         c.arg("-b")
@@ -72,6 +88,12 @@ impl Boot {
             .arg(format!("{}M", self.mem_mib))
             .arg("-p")
             .arg(self.cpus.to_string());
+        for disk in &self.disks {
+            c.arg("-d").arg(disk);
+        }
+        if let Some(iso) = &self.cdrom {
+            c.arg("-r").arg(iso);
+        }
         if let Some(initrd) = &self.initrd {
             c.arg("--initrd").arg(initrd);
         }
@@ -84,6 +106,8 @@ impl Boot {
     /// The same VM under QEMU/KVM (q35: full ACPI with PM1a_CNT, which the
     /// guests' poweroff needs). `-cpu host` minus ARCH_CAPABILITIES, which a
     /// PVM host refuses to set, and minus PV send-IPI, which hangs there.
+    /// Disks become transitional virtio-blk-pci devices, the CD-ROM a scsi-cd
+    /// on a virtio-scsi-pci controller; `-nodefaults` leaves out everything else.
     pub fn qemu_command(&self) -> Command {
         let mut c = Command::new(QEMU);
         c.args(["-enable-kvm", "-M", "q35", "-cpu"])
@@ -110,8 +134,30 @@ impl Boot {
         if let Some(cmdline) = &self.cmdline {
             c.arg("-append").arg(cmdline);
         }
+        for (i, disk) in self.disks.iter().enumerate() {
+            c.arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=disk{i}",
+                    qemu_path(disk)
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{i}"));
+        }
+        if let Some(iso) = &self.cdrom {
+            c.args(["-device", "virtio-scsi-pci,id=scsi", "-drive"])
+                .arg(format!(
+                    "file={},format=raw,if=none,id=cd,media=cdrom,readonly=on",
+                    qemu_path(iso)
+                ))
+                .args(["-device", "scsi-cd,drive=cd,bus=scsi.0"]);
+        }
         c
     }
+}
+
+/// A path inside a QEMU option string, where a comma must be doubled.
+fn qemu_path(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// Why QEMU/KVM tests cannot run here, or None when they can.

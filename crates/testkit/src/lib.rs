@@ -6,7 +6,7 @@
 //!   and assembly sources in `guest/` by `build.rs` with the system gcc and
 //!   binutils; [`guest`] gives their paths;
 //! - the line protocol those guests print on COM1 (documented in README.md)
-//!   and host-side parsers for it ([`E820Entry`], [`fnv1a32`]);
+//!   and host-side parsers for it ([`E820Entry`], [`fnv1a32`], [`blk_pattern`]);
 //! - a harness ([`Vmm`]) that runs any VMM command line (our `vmrun`, QEMU),
 //!   feeds its stdin, reads its stdout line by line with deadlines and never
 //!   leaves the process behind.
@@ -22,7 +22,7 @@ mod protocol;
 pub use boot::{qemu_unavailable_reason, Boot, QEMU};
 pub use guests::{guest, qemu_loader_shim, Guest};
 pub use harness::{HarnessError, Vmm};
-pub use protocol::{fnv1a32, parse_e820, E820Entry};
+pub use protocol::{blk_pattern, fnv1a32, parse_e820, E820Entry, SECTOR_SIZE};
 
 /// Exit statuses of `vmrun`, our foreground VMM command.
 pub mod vmrun_exit {

@@ -45,6 +45,21 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// Bytes of a virtio-blk sector.
+pub const SECTOR_SIZE: usize = 512;
+
+/// The sector the `blk` test writes through `interface` (`"modern"` or `"legacy"`): the text
+/// `testkit blk <interface>\n`, NUL-padded to 32 bytes, then byte `i` = `i * 7` (mod 256).
+pub fn blk_pattern(interface: &str) -> [u8; SECTOR_SIZE] {
+    let mut s = [0u8; SECTOR_SIZE];
+    let tag = format!("testkit blk {interface}\n");
+    s[..tag.len()].copy_from_slice(tag.as_bytes());
+    for (i, b) in s.iter_mut().enumerate().skip(32) {
+        *b = (i * 7) as u8;
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +88,15 @@ mod tests {
             ]
         );
         assert_eq!(parse_e820(&lines)[1].end(), 0x100000);
+    }
+
+    #[test]
+    fn blk_pattern_layout() {
+        let p = blk_pattern("legacy");
+        assert_eq!(&p[..20], b"testkit blk legacy\n\0");
+        assert!(p[20..32].iter().all(|&b| b == 0));
+        assert_eq!(&p[32..35], &[0xe0, 0xe7, 0xee]);
+        assert_eq!(p[511], (511 * 7) as u8);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use testkit::{
-    fnv1a32, guest, parse_e820, qemu_loader_shim, qemu_unavailable_reason, Boot, Guest, Vmm,
+    blk_pattern, fnv1a32, guest, parse_e820, qemu_loader_shim, qemu_unavailable_reason, Boot,
+    Guest, Vmm, SECTOR_SIZE,
 };
 
 /// QEMU with SeaBIOS takes a few seconds to reach the guest here.
@@ -287,4 +288,74 @@ fn bzimage_64bit_entry_via_shim() {
     assert_eq!(vm.expect_line("INITRD", STEP).unwrap(), "INITRD none");
     vm.expect_line("DONE", STEP).unwrap();
     assert!(vm.wait_exit(STEP).unwrap().success());
+}
+
+/// A scratch file with the given contents, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str, bytes: &[u8]) -> Scratch {
+        let path = std::env::temp_dir().join(format!("testkit-{name}-{}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The polled PCI and virtio drivers against QEMU's devices: enumeration (a multi-function
+/// slot, ECAM from the MCFG), entropy, both virtio-blk interfaces, and the virtio-scsi CD-ROM
+/// reading an ISO's primary volume descriptor.
+#[test]
+fn pvh_virtio_drivers() {
+    if skip() {
+        return;
+    }
+    const SECTOR: usize = 5;
+    let mut iso = vec![0u8; 18 * 2048];
+    iso[16 * 2048..16 * 2048 + 7].copy_from_slice(b"\x01CD001\x01");
+    let iso = Scratch::new("iso", &iso);
+    let disks = [0, 1].map(|i| Scratch::new(&format!("disk{i}"), &[0u8; 1 << 20]));
+    let mut cmd = Boot::kernel(guest(Guest::Pvh))
+        .disk(&disks[0].0)
+        .disk(&disks[1].0)
+        .cdrom(&iso.0)
+        .cmdline(format!("pci rng blk={SECTOR} cdrom"))
+        .qemu_command();
+    cmd.args(["-device", "virtio-rng-pci"]);
+    let mut vm = Vmm::spawn(cmd).unwrap();
+    let pcin = vm.expect_line("PCIN", BOOT).unwrap();
+    let functions = pcin.strip_prefix("PCIN ").unwrap();
+    assert_eq!(
+        vm.expect_line("ECAM", STEP).unwrap(),
+        format!("ECAM 00000000b0000000 ok {functions}")
+    );
+    // q35's LPC, SATA and SMBus controllers share slot 0x1f.
+    assert!(vm
+        .transcript()
+        .iter()
+        .any(|l| l.starts_with("PCI 1f.3 8086 2930")));
+    let rng = vm.expect_line("RNG", STEP).unwrap();
+    assert!(rng.starts_with("RNG 64 bytes, "), "{rng}");
+    for iface in ["modern", "legacy"] {
+        assert_eq!(
+            vm.expect_line("BLK", STEP).unwrap(),
+            format!("BLK {iface} capacity 2048 write ok read ok flush ok")
+        );
+    }
+    assert_eq!(
+        vm.expect_line("CDROM", STEP).unwrap(),
+        "CDROM type 05 pvd CD001"
+    );
+    vm.expect_line("DONE", STEP).unwrap();
+    assert!(vm.wait_exit(STEP).unwrap().success());
+    for (disk, iface) in disks.iter().zip(["modern", "legacy"]) {
+        let data = std::fs::read(&disk.0).unwrap();
+        let at = SECTOR * SECTOR_SIZE;
+        assert_eq!(data[at..at + SECTOR_SIZE], blk_pattern(iface), "{iface}");
+    }
 }
