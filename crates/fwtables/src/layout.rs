@@ -83,3 +83,28 @@ pub const PCI_IO_WINDOW: core::ops::RangeInclusive<u32> = 0x1000..=0xFFFF;
 /// Memory range PCI memory BARs are allocated from: the MMIO hole above bus 0's 1 MiB ECAM
 /// window at 0xF000_0000, up to the I/O APIC.
 pub const PCI_MEM_WINDOW: core::ops::RangeInclusive<u32> = 0xF010_0000..=0xFEBF_FFFF;
+
+/// Bus 0's ECAM (memory-mapped configuration) window, described by the MCFG and reserved by
+/// a motherboard-resource device so Linux trusts it: 1 MiB (32 devices x 8 functions x 4 KiB)
+/// at the bottom of the MMIO hole, below [`PCI_MEM_WINDOW`].
+pub const PCI_ECAM_BASE: u32 = 0xF000_0000;
+/// Length in bytes of [`PCI_ECAM_BASE`]'s window.
+pub const PCI_ECAM_LEN: u32 = 1 << 20;
+const _: () = assert!(PCI_ECAM_BASE + PCI_ECAM_LEN <= *PCI_MEM_WINDOW.start());
+
+/// Devices on bus 0 (slot 0 is the host bridge).
+pub const PCI_SLOTS: u8 = 32;
+/// The ISA IRQs PCI INTx lines take, in vmd's order (spec §5.5) without the SCI's 9.
+pub const PCI_INTX_IRQS: [u8; 9] = [3, 5, 6, 7, 10, 11, 12, 14, 15];
+
+/// The GSI of the INTx line of the device in `slot` (INTA; devices here have no other pin):
+/// slots take [`PCI_INTX_IRQS`] in turn from slot 1, sharing once there are more devices
+/// than lines. The host bridge (slot 0) has none. The `_PRT` and the hypervisor's irqfds both
+/// follow this rule.
+pub fn pci_intx_gsi(slot: u8) -> Option<u8> {
+    match slot {
+        0 => None,
+        s if s >= PCI_SLOTS => None,
+        s => Some(PCI_INTX_IRQS[usize::from(s - 1) % PCI_INTX_IRQS.len()]),
+    }
+}

@@ -89,6 +89,12 @@ fn iasl_disassembles_every_acpi_table_cleanly() {
                 b"DSDT" => {
                     assert!(dsl.contains("_S5_"), "no _S5_ in:\n{dsl}");
                     assert!(dsl.contains("PNP0A03"), "no PCI root in:\n{dsl}");
+                    assert!(dsl.contains("_PRT"), "no PCI routing in:\n{dsl}");
+                    assert!(dsl.contains("PNP0C02"), "ECAM not reserved in:\n{dsl}");
+                    assert!(dsl.contains("0xF0000000"), "no ECAM range in:\n{dsl}");
+                }
+                b"MCFG" => {
+                    assert!(dsl.contains("F0000000"), "MCFG:\n{dsl}");
                 }
                 b"APIC" => {
                     let lapics = dsl.matches("[Processor Local APIC]").count();
@@ -105,14 +111,11 @@ fn iasl_disassembles_every_acpi_table_cleanly() {
     }
 }
 
-#[test]
-fn acpiexec_loads_the_tables_and_evaluates_s5() {
-    if !have("acpiexec") {
-        return;
-    }
-    let scratch = Scratch::new("exec");
+/// Loads the tables (without the RSDP and root tables, which acpiexec builds itself) and
+/// runs `command`; returns the log and the table files given.
+fn acpiexec(tag: &str, command: &str) -> (String, Vec<String>) {
+    let scratch = Scratch::new(tag);
     let blobs = acpi_tables(&Platform { cpus: 2 }).unwrap();
-    // acpiexec builds its own RSDP and XSDT around the tables it is given.
     let theirs: [&[u8]; 3] = [b"RSD ", b"XSDT", b"RSDT"];
     let mut files = Vec::new();
     for blob in blobs
@@ -124,7 +127,7 @@ fn acpiexec_loads_the_tables_and_evaluates_s5() {
         files.push(name);
     }
     let out = Command::new("acpiexec")
-        .args(["-b", "evaluate \\_S5"])
+        .args(["-b", command])
         .args(&files)
         .current_dir(&scratch.0)
         .output()
@@ -135,6 +138,15 @@ fn acpiexec_loads_the_tables_and_evaluates_s5() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "acpiexec failed:\n{log}");
+    (log, files)
+}
+
+#[test]
+fn acpiexec_loads_the_tables_and_evaluates_s5() {
+    if !have("acpiexec") {
+        return;
+    }
+    let (log, files) = acpiexec("exec", "evaluate \\_S5");
     // ACPICA reports table problems as "Firmware Warning (ACPI): ..." (Linux: "ACPI BIOS
     // Warning"), e.g. a 32/64-bit FADT field mismatch. acpiexec's own self-tests also
     // complain about the PM2 and GPE blocks this platform does not have; those lines read
@@ -166,5 +178,37 @@ fn acpiexec_loads_the_tables_and_evaluates_s5() {
             "0000000000000000"
         ],
         "\\_S5 result:\n{s5}"
+    );
+}
+
+/// F-HW-10: INTx routing as an ACPI guest reads it — slot 1 INTA on GSI 3, slot 2 on 5.
+#[test]
+fn acpiexec_evaluates_the_pci_routing_table() {
+    if !have("acpiexec") {
+        return;
+    }
+    let (log, _) = acpiexec("prt", "evaluate \\_SB.PCI0._PRT");
+    let prt = log
+        .split("Evaluating \\_SB.PCI0._PRT")
+        .nth(1)
+        .unwrap_or_else(|| panic!("_PRT not evaluated:\n{log}"));
+    let ints: Vec<&str> = prt
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("[Integer] = "))
+        .take(8)
+        .collect();
+    assert_eq!(
+        ints,
+        [
+            "000000000001FFFF",
+            "0000000000000000",
+            "0000000000000000",
+            "0000000000000003",
+            "000000000002FFFF",
+            "0000000000000000",
+            "0000000000000000",
+            "0000000000000005"
+        ],
+        "_PRT:\n{prt}"
     );
 }

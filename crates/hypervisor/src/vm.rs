@@ -49,6 +49,8 @@ const TOKEN_SCI_RESAMPLE: u64 = 3;
 const TOKEN_VMMCI: u64 = 4;
 /// Tokens from here on are virtio queues (index into `Vm::queues`).
 const TOKEN_QUEUE_BASE: u64 = 16;
+/// Tokens from here on are INTx resample events (index into `Vm::intx`).
+const TOKEN_INTX_BASE: u64 = 1 << 32;
 
 /// Everything needed to build a VM.
 pub struct VmConfig {
@@ -187,6 +189,8 @@ pub struct Vm {
     vm: Arc<VmFd>,
     /// Virtio queues the supervisor runs when the guest notifies them.
     queues: Vec<crate::pci::QueueEvent>,
+    /// PCI INTx lines, re-raised after each EOI while their device has an unread cause.
+    intx: Vec<crate::pci::IntxLine>,
     /// Disk images, flushed when the VM ends.
     disks: Vec<crate::disk::DiskBackend>,
     /// The vmmci control device's host side.
@@ -284,6 +288,7 @@ impl Vm {
             _kvm: kvm,
             vm,
             queues: pci.queues,
+            intx: pci.intx,
             vmmci: pci.vmmci,
             disks,
             vcpu_count: cfg.vcpus,
@@ -372,6 +377,12 @@ impl Vm {
                 .ctl(ControlOperation::Add, q.event.as_raw_fd(), ev)
                 .map_err(Error::host("epoll add virtio queue"))?;
         }
+        for (i, line) in self.intx.iter().enumerate() {
+            let ev = EpollEvent::new(EventSet::IN, TOKEN_INTX_BASE + i as u64);
+            epoll
+                .ctl(ControlOperation::Add, line.resample.as_raw_fd(), ev)
+                .map_err(Error::host("epoll add INTx resample"))?;
+        }
         epoll
             .ctl(
                 ControlOperation::Add,
@@ -418,9 +429,18 @@ impl Vm {
                     // wakes us, and left unread it would keep epoll spinning.
                     let _ = self.shared.exit.event().read();
                 }
+                if let Some(line) = ev
+                    .data()
+                    .checked_sub(TOKEN_INTX_BASE)
+                    .and_then(|i| self.intx.get(i as usize))
+                {
+                    let _ = line.resample.read();
+                    lock(&line.transport).intx_resample();
+                }
                 if let Some(q) = ev
                     .data()
                     .checked_sub(TOKEN_QUEUE_BASE)
+                    .filter(|i| *i < TOKEN_INTX_BASE - TOKEN_QUEUE_BASE)
                     .and_then(|i| self.queues.get(i as usize))
                 {
                     let _ = q.event.read();

@@ -1,16 +1,18 @@
-//! The DSDT: the AML namespace. Today it holds only the sleep-state package a guest needs to
-//! power off; device objects (the PCI root first) are pushed onto the same builder.
+//! The DSDT: the AML namespace. It holds the sleep-state package a guest needs to power off,
+//! the PCI root with its interrupt routing, and the motherboard resources that reserve the
+//! ECAM window.
 
 use ::acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, Path, ResourceTemplate,
-    IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Memory32Fixed, Name, Package, Path,
+    ResourceTemplate, IO,
 };
 use ::acpi_tables::sdt::Sdt;
 use ::acpi_tables::Aml;
 
 use super::sdt;
 use crate::layout::{
-    PCI_CONFIG_PORT, PCI_CONFIG_PORT_LEN, PCI_IO_WINDOW, PCI_MEM_WINDOW, S5_SLP_TYP,
+    pci_intx_gsi, PCI_CONFIG_PORT, PCI_CONFIG_PORT_LEN, PCI_ECAM_BASE, PCI_ECAM_LEN, PCI_IO_WINDOW,
+    PCI_MEM_WINDOW, PCI_SLOTS, S5_SLP_TYP,
 };
 
 /// Revision 2: integers in this DSDT's AML are 64-bit.
@@ -51,10 +53,28 @@ fn s5_sleep_state() -> Name {
     )
 }
 
-/// `\_SB.PCI0`, the PCI host bridge (PNP0A03) of bus 0 and the windows its BARs live in.
-/// With ACPI on, Linux scans PCI only below such a device; without it the bus stays unseen.
-/// No `_PRT`: devices interrupt through MSI-X (INTx lines are in their configuration space
-/// for guests that read them there).
+/// `_PRT` address of every function of `slot` (ACPI 6.0 §6.2.13).
+fn prt_address(slot: u8) -> u32 {
+    u32::from(slot) << 16 | 0xFFFF
+}
+/// `_PRT` pin number of INTA.
+const PIN_INTA: u8 = 0;
+/// `_PRT` source 0: the last element is a GSI, not a link device.
+const PRT_GSI_SOURCE: u8 = 0;
+
+/// One `_PRT` entry per slot that has a line: INTA -> its GSI ([`pci_intx_gsi`]). A GSI given
+/// directly is level-triggered, active-low; the hypervisor's resampled irqfds behave so.
+fn prt_entries() -> Vec<(u32, u8, u8, u32)> {
+    (0..PCI_SLOTS)
+        .filter_map(|s| {
+            pci_intx_gsi(s).map(|g| (prt_address(s), PIN_INTA, PRT_GSI_SOURCE, u32::from(g)))
+        })
+        .collect()
+}
+
+/// `\_SB.PCI0`, the PCI host bridge (PNP0A03) of bus 0, the windows its BARs live in and
+/// its interrupt routing. With ACPI on, Linux scans PCI only below such a device; without
+/// `_PRT` it guesses INTx lines from configuration space and warns.
 fn pci_root(sink: &mut Vec<u8>) {
     let hid = EISAName::new("PNP0A03");
     let bus = AddressSpace::new_bus_number(0u16, 0u16);
@@ -72,6 +92,12 @@ fn pci_root(sink: &mut Vec<u8>) {
         None,
     );
     let crs = ResourceTemplate::new(vec![&bus, &config, &io, &mem]);
+    let entries = prt_entries();
+    let packages: Vec<Package> = entries
+        .iter()
+        .map(|(addr, pin, source, gsi)| Package::new(vec![addr, pin, source, gsi]))
+        .collect();
+    let prt = Package::new(packages.iter().map(|p| p as &dyn Aml).collect());
     let zero = 0u8;
     let names = [
         Name::new("_HID".into(), &hid),
@@ -79,9 +105,26 @@ fn pci_root(sink: &mut Vec<u8>) {
         Name::new("_SEG".into(), &zero),
         Name::new("_BBN".into(), &zero),
         Name::new("_CRS".into(), &crs),
+        Name::new("_PRT".into(), &prt),
     ];
     let children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
     Device::new("_SB_.PCI0".into(), children).to_aml_bytes(sink);
+}
+
+/// `\_SB.MRES`, motherboard resources (PNP0C02) holding the ECAM window: Linux uses the
+/// MCFG's window only if such a device reserves it.
+fn motherboard_resources(sink: &mut Vec<u8>) {
+    let hid = EISAName::new("PNP0C02");
+    let ecam = Memory32Fixed::new(false, PCI_ECAM_BASE, PCI_ECAM_LEN);
+    let crs = ResourceTemplate::new(vec![&ecam]);
+    let uid = 1u8;
+    let names = [
+        Name::new("_HID".into(), &hid),
+        Name::new("_UID".into(), &uid),
+        Name::new("_CRS".into(), &crs),
+    ];
+    let children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    Device::new("_SB_.MRES".into(), children).to_aml_bytes(sink);
 }
 
 /// The DSDT for this platform.
@@ -90,6 +133,7 @@ pub(super) fn platform_dsdt() -> Vec<u8> {
     dsdt.push(&s5_sleep_state());
     let mut pci = Vec::new();
     pci_root(&mut pci);
+    motherboard_resources(&mut pci);
     dsdt.table.append_slice(&pci);
     dsdt.finish()
 }

@@ -13,6 +13,7 @@
 mod dsdt;
 mod fadt;
 mod madt;
+mod mcfg;
 mod rsdp;
 
 use ::acpi_tables::sdt::Sdt;
@@ -27,8 +28,9 @@ const OEM_TABLE_ID: [u8; 8] = *b"VMDKVM  ";
 /// Bumped when the tables change in a way a guest could notice.
 const OEM_REVISION: u32 = 1;
 
-/// Tables the XSDT and RSDT list: the FADT and the MADT (the DSDT and FACS hang off the FADT).
-const ROOT_ENTRIES: usize = 2;
+/// Tables the XSDT and RSDT list: the FADT, the MADT and the MCFG (the DSDT and FACS hang off
+/// the FADT).
+const ROOT_ENTRIES: usize = 3;
 
 /// Guests scan for the RSDP on 16-byte boundaries.
 const RSDP_ALIGN: u64 = 16;
@@ -91,6 +93,7 @@ fn place(p: &Platform, base: u64, limit: u64) -> Result<Vec<Blob>, Error> {
     let dsdt = dsdt::platform_dsdt();
     let madt = madt::build(p);
     let facs = fadt::facs();
+    let mcfg = mcfg::build();
 
     let mut space = Space { next: base, limit };
     let rsdp_at = space.alloc("RSDP", rsdp::RSDP_LEN, RSDP_ALIGN)?;
@@ -100,8 +103,9 @@ fn place(p: &Platform, base: u64, limit: u64) -> Result<Vec<Blob>, Error> {
     let facs_at = space.alloc("FACS", facs.len(), FACS_ALIGN)?;
     let dsdt_at = space.alloc("DSDT", dsdt.len(), TABLE_ALIGN)?;
     let madt_at = space.alloc("APIC", madt.len(), TABLE_ALIGN)?;
+    let mcfg_at = space.alloc("MCFG", mcfg.len(), TABLE_ALIGN)?;
 
-    let pointed: [u64; ROOT_ENTRIES] = [fadt_at, madt_at];
+    let pointed: [u64; ROOT_ENTRIES] = [fadt_at, madt_at, mcfg_at];
     let blob = |addr, bytes| Blob { addr, bytes };
     Ok(vec![
         blob(rsdp_at, rsdp::rsdp(rsdt_at as u32, xsdt_at)),
@@ -111,6 +115,7 @@ fn place(p: &Platform, base: u64, limit: u64) -> Result<Vec<Blob>, Error> {
         blob(facs_at, facs),
         blob(dsdt_at, dsdt),
         blob(madt_at, madt),
+        blob(mcfg_at, mcfg),
     ])
 }
 

@@ -45,7 +45,7 @@ fn every_checksum_sums_to_zero_and_lengths_match() {
         let rsdp = &blobs[0].bytes;
         assert_eq!(sum(&rsdp[..20]), 0, "RSDP 1.0 checksum");
         assert_eq!(sum(rsdp), 0, "RSDP extended checksum");
-        for sig in [b"XSDT", b"RSDT", b"FACP", b"DSDT", b"APIC"] {
+        for sig in [b"XSDT", b"RSDT", b"FACP", b"DSDT", b"APIC", b"MCFG"] {
             let t = &find(&blobs, sig).bytes;
             assert_eq!(sum(t), 0, "{} checksum", String::from_utf8_lossy(sig));
             assert_eq!(u32_at(t, 4) as usize, t.len(), "header length");
@@ -72,7 +72,7 @@ fn rsdp_is_first_and_points_at_both_root_tables() {
 }
 
 #[test]
-fn root_tables_list_exactly_fadt_and_madt() {
+fn root_tables_list_exactly_fadt_madt_and_mcfg() {
     let blobs = tables(4);
     let xsdt = &find(&blobs, b"XSDT").bytes;
     let rsdt = &find(&blobs, b"RSDT").bytes;
@@ -87,11 +87,32 @@ fn root_tables_list_exactly_fadt_and_madt() {
     assert_eq!(x, r, "XSDT and RSDT disagree");
     let mut sigs: Vec<&[u8]> = x.iter().map(|a| &at(&blobs, *a).bytes[..4]).collect();
     sigs.sort();
-    assert_eq!(sigs, [b"APIC", b"FACP"]);
+    assert_eq!(sigs, [b"APIC", b"FACP", b"MCFG"]);
     for addr in x {
         let t = &at(&blobs, addr).bytes;
         assert_eq!(u32_at(t, 4) as usize, t.len());
     }
+}
+
+/// F-HW-10: the MCFG's one allocation structure names bus 0's ECAM window.
+#[test]
+fn mcfg_describes_bus_0_ecam() {
+    let blobs = tables(1);
+    let m = &find(&blobs, b"MCFG").bytes;
+    assert_eq!(m.len(), 36 + 8 + 16, "header, reserved, one allocation");
+    assert_eq!(m[8], 1, "revision");
+    assert_eq!(u64_at(m, 44), u64::from(PCI_ECAM_BASE));
+    assert_eq!(u16_at(m, 52), 0, "segment");
+    assert_eq!((m[54], m[55]), (0, 0), "bus 0 only");
+}
+
+#[test]
+fn intx_lines_follow_vmds_order_and_skip_the_bridge() {
+    assert_eq!(pci_intx_gsi(0), None, "host bridge");
+    let lines: Vec<u8> = (1..=10).map(|s| pci_intx_gsi(s).unwrap()).collect();
+    assert_eq!(lines, [3, 5, 6, 7, 10, 11, 12, 14, 15, 3]);
+    assert!(!lines.contains(&SCI_IRQ));
+    assert_eq!(pci_intx_gsi(PCI_SLOTS), None, "no slot 32");
 }
 
 #[test]
@@ -190,6 +211,19 @@ fn dsdt_is_the_s5_package_then_the_pci_root() {
     );
     // The memory window of the BARs: DWordMemory min 0xF0100000, max 0xFEBFFFFF.
     assert!(has(&0xF010_0000u32.to_le_bytes()) && has(&0xFEBF_FFFFu32.to_le_bytes()));
+    assert!(has(b"_PRT"), "INTx routing");
+    // \_SB.MRES (PNP0C02) with Memory32Fixed (0x86) over the ECAM window.
+    assert!(
+        has(b"_SB_MRES") && has(&[0x41, 0xD0, 0x0C, 0x02]),
+        "PNP0C02"
+    );
+    let ecam = [
+        &[0x86, 9, 0, 0][..],
+        &PCI_ECAM_BASE.to_le_bytes(),
+        &PCI_ECAM_LEN.to_le_bytes(),
+    ]
+    .concat();
+    assert!(has(&ecam), "ECAM reserved");
 }
 
 /// MADT structures as (type, bytes including type and length).
@@ -286,7 +320,7 @@ fn tables_that_do_not_fit_are_refused() {
     assert_eq!(
         place(&p, ACPI_RSDP_ADDR, end - 1),
         Err(Error::DoesNotFit {
-            table: "APIC",
+            table: "MCFG",
             end,
             limit: end - 1
         })
