@@ -34,8 +34,8 @@ fi
 "$bin/vmctl" -s "$sock" status || true
 
 # The tiny Linux guest only if scripts/test.sh already built it (the build takes minutes).
-guest=${VMD_LINUX_GUEST_CACHE:-/var/cache/vmd-linux-guest}/out
-if [ -f "$guest/acpi/vmlinux" ] && [ -f "$guest/initramfs.cpio" ]; then
+guest=$(ls -d "${VMD_LINUX_GUEST_CACHE:-/var/cache/vmd-linux-guest}"/out-* 2>/dev/null | head -1)
+if [ -n "$guest" ] && [ -f "$guest/acpi/vmlinux" ] && [ -f "$guest/initramfs.cpio" ]; then
     vmd_log "booting the tiny Linux guest with vmrun (about a minute on an emulating /dev/kvm)"
     "$bin/vmrun" -b "$guest/acpi/vmlinux" -m 128M --initrd "$guest/initramfs.cpio" \
         --cmdline "$(cat crates/vmrun/tests/linux-cmdline.txt)" </dev/null

@@ -17,6 +17,7 @@
 mod boot;
 mod guests;
 mod harness;
+pub mod iso;
 mod protocol;
 
 pub use boot::{qemu_unavailable_reason, Boot, QEMU};
