@@ -15,6 +15,7 @@ pub mod blk;
 pub mod pci;
 mod queue;
 pub mod rng;
+pub mod scsi;
 pub mod vmmci;
 
 pub use pci::{NotifyAddress, PciIrq, VirtioPciDevice};
