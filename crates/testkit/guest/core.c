@@ -114,19 +114,12 @@ const char *cmdline_find(const char *cl, const char *w)
 	return 0;
 }
 
-u64 parse_num(const char *s, u32 base)
+u64 parse_dec(const char *s)
 {
 	u64 v = 0;
-	for (;; s++) {
-		u32 d;
-		if (*s >= '0' && *s <= '9')
-			d = (u32)(*s - '0');
-		else if (base == 16 && *s >= 'a' && *s <= 'f')
-			d = (u32)(*s - 'a' + 10);
-		else
-			return v;
-		v = v * base + d;
-	}
+	for (; *s >= '0' && *s <= '9'; s++)
+		v = v * 10 + (u64)(*s - '0');
+	return v;
 }
 
 /* FNV-1a 32-bit: tiny, and the host recomputes it in two lines. */
@@ -745,7 +738,7 @@ void cmain(u32 kind, u64 arg)
 	if (cmdline_find(cl, "input"))
 		test_input();
 	if (cmdline_find(cl, "pci"))
-		test_pci(cl);
+		test_pci();
 	if (cmdline_find(cl, "rng"))
 		test_rng();
 	if (cmdline_find(cl, "blk") || cmdline_find(cl, "blk="))

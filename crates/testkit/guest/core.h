@@ -19,8 +19,8 @@ void nl(void);
 
 /* Command line: word `w`, or the value after the `w=` prefix; 0 if absent. */
 const char *cmdline_find(const char *cl, const char *w);
-/* Digits of `base` (10 or 16) at the start of `s`; stops at the first other character. */
-u64 parse_num(const char *s, u32 base);
+/* The decimal number at the start of `s` (0 if none); stops at the first non-digit. */
+u64 parse_dec(const char *s);
 
 /* Timeouts counted in RTC second ticks, with a TSC backstop. */
 struct deadline {
@@ -39,7 +39,7 @@ void do_poweroff(void);
 void do_reboot(void);
 
 /* Tests of the command-line words (pci.c, virtio.c). */
-void test_pci(const char *cl);
+void test_pci(void);
 void test_rng(void);
 void test_blk(const char *cl);
 void test_cdrom(void);

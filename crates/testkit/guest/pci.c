@@ -126,12 +126,9 @@ static void print_function(u32 df)
 	nl();
 }
 
-/* The ECAM window for bus 0: the `ecam=<hex>` word, else the MCFG entry of segment 0, bus 0. */
-static u64 ecam_base(const char *cl)
+/* The ECAM window for bus 0: the MCFG entry of segment 0 that starts at bus 0. */
+static u64 ecam_base(void)
 {
-	const char *v = cmdline_find(cl, "ecam=");
-	if (v)
-		return parse_num(v, 16);
 	u64 mcfg = acpi_table("MCFG");
 	if (!mcfg)
 		return 0;
@@ -170,9 +167,9 @@ static int ecam_same(u64 base, u32 df, u32 i)
  * ECAM must show what mechanism 1 shows: the IDs of function 0 of every
  * slot (all-ones where nothing is), and the whole header of each function.
  */
-static void test_ecam(const char *cl)
+static void test_ecam(void)
 {
-	u64 base = ecam_base(cl);
+	u64 base = ecam_base();
 	if (!base) {
 		puts("ECAM none\n");
 		return;
@@ -192,7 +189,7 @@ static void test_ecam(const char *cl)
 	nl();
 }
 
-void test_pci(const char *cl)
+void test_pci(void)
 {
 	u32 n = 0;
 	for (int df = pci_next(-1); df >= 0; df = pci_next(df)) {
@@ -202,5 +199,5 @@ void test_pci(const char *cl)
 	puts("PCIN ");
 	putdec(n);
 	nl();
-	test_ecam(cl);
+	test_ecam();
 }

@@ -405,7 +405,7 @@ static void blk_one(int df, int legacy, u64 sector)
 void test_blk(const char *cl)
 {
 	const char *v = cmdline_find(cl, "blk=");
-	u64 sector = v ? parse_num(v, 10) : 1;
+	u64 sector = v ? parse_dec(v) : 1;
 	blk_one(pci_find(VIRTIO_VENDOR, BLK_DEVICE, BLK_DEVICE_MODERN, 0), 0, sector);
 	blk_one(pci_find(VIRTIO_VENDOR, BLK_DEVICE, BLK_DEVICE_MODERN, 1), 1, sector);
 }

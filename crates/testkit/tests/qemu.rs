@@ -316,9 +316,7 @@ fn pvh_virtio_drivers() {
         return;
     }
     const SECTOR: usize = 5;
-    let mut iso = vec![0u8; 18 * 2048];
-    iso[16 * 2048..16 * 2048 + 7].copy_from_slice(b"\x01CD001\x01");
-    let iso = Scratch::new("iso", &iso);
+    let iso = Scratch::new("iso", &testkit::iso::el_torito(&[], b""));
     let disks = [0, 1].map(|i| Scratch::new(&format!("disk{i}"), &[0u8; 1 << 20]));
     let mut cmd = Boot::kernel(guest(Guest::Pvh))
         .disk(&disks[0].0)
