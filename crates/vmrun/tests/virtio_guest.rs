@@ -191,6 +191,28 @@ fn guest_reads_entropy() {
     assert!(distinct >= 40, "{line}");
 }
 
+/// `vmrun -r` puts the ISO in a CD-ROM on virtio-scsi: the guest's modern-interface driver
+/// gets the peripheral type from INQUIRY and reads the primary volume descriptor (block 16)
+/// with READ(10) on the request queue. F-HW-14, F-HW-16.
+#[test]
+fn guest_reads_iso_through_virtio_scsi_cdrom() {
+    let scratch = Scratch::new("cdrom");
+    let iso = scratch.0.join("test.iso");
+    std::fs::write(&iso, testkit::iso::el_torito(&[], b"")).unwrap();
+    let boot = Boot::kernel(guest(Guest::Pvh))
+        .mem_mib(32)
+        .cdrom(&iso)
+        .cmdline("cdrom");
+    let mut vm = start(&boot);
+    assert_eq!(
+        vm.expect_line("CDROM", LINE).unwrap(),
+        "CDROM type 05 pvd CD001",
+        "{}",
+        vm.stderr()
+    );
+    assert_eq!(finish(&mut vm), vmrun_exit::POWEROFF);
+}
+
 /// SIGTERM to vmrun asks a guest that bound vmmci to shut down (spec §5.7): the guest sees
 /// the command after a configuration-change interrupt, acknowledges it and powers off
 /// through ACPI, long before the 120 s the acknowledgement allows. The time registers carry
