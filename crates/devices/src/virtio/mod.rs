@@ -12,6 +12,7 @@
 //! the device processes nothing more until the driver resets it.
 
 pub mod blk;
+pub mod net;
 pub mod pci;
 mod queue;
 pub mod rng;
