@@ -2,6 +2,7 @@
 //! their BAR windows on the buses, INTx lines and MSI-X delivered through KVM, and queue
 //! notifications through KVM ioeventfds so the guest's notify write never leaves the kernel.
 
+use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use devices::pci::{
@@ -10,6 +11,7 @@ use devices::pci::{
 };
 use devices::virtio::blk::Block;
 use devices::virtio::rng::Rng;
+use devices::virtio::scsi::Scsi;
 use devices::virtio::vmmci::{Vmmci, VmmciHandle};
 use devices::virtio::{PciIrq, VirtioDevice, VirtioPciDevice};
 use devices::Bus;
@@ -20,6 +22,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::disk::DiskBackend;
 use crate::error::Error;
+use crate::platform::BootSlots;
 
 /// ECAM for bus 0 at the bottom of the MMIO hole; memory BARs above it.
 pub const ECAM_BASE: u64 = PCI_MMIO_HOLE_START;
@@ -74,18 +77,20 @@ pub struct PciDevices {
     pub intx: Vec<IntxLine>,
     /// OpenBSD's vmmci, for graceful shutdown of guests that bind it.
     pub vmmci: VmmciHandle,
-    /// PCI slot of the first virtio-blk device, the BIOS boot disk (spec §5.3 item 3).
-    pub first_disk_slot: Option<u8>,
+    /// PCI slots of the first virtio-blk device and of the CD-ROM, for the BIOS's boot order
+    /// (spec §5.3 item 3).
+    pub boot_slots: BootSlots,
 }
 
-/// Build bus 0 with its devices — entropy, the disks, then vmmci, vmd's order (spec §5.5)
-/// — and map it on `pio` and `mmio`.
+/// Build bus 0 with its devices — entropy, the disks, the CD-ROM, then vmmci, vmd's order
+/// (spec §5.5) — and map it on `pio` and `mmio`.
 pub fn build(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pio: &mut Bus,
     mmio: &mut Bus,
     disks: Vec<DiskBackend>,
+    cdrom: Option<File>,
 ) -> Result<PciDevices, Error> {
     if disks.len() > MAX_DISKS {
         return Err(Error::Device {
@@ -113,12 +118,20 @@ pub fn build(
             &format!("vmd-disk{i}"),
         ))));
     }
+    let cdrom_index = cdrom.is_some().then_some(devices.len());
+    if let Some(iso) = cdrom {
+        let scsi = Scsi::new(iso).map_err(|e| Error::Device {
+            what: "cdrom",
+            reason: e.to_string(),
+        })?;
+        devices.push(Arc::new(Mutex::new(scsi)));
+    }
     let (vmmci, vmmci_handle) = Vmmci::new().map_err(Error::host("vmmci eventfd"))?;
     devices.push(Arc::new(Mutex::new(vmmci)));
     let mut queues = Vec::new();
     let mut intx = Vec::new();
     let mut transports = Vec::new();
-    let mut first_disk_slot = None;
+    let mut boot_slots = BootSlots::default();
     for (n, device) in devices.into_iter().enumerate() {
         // Slots are taken in creation order after the host bridge: device n lands in n + 1.
         let slot = u8::try_from(n + 1).map_err(|_| dev_err("too many devices".into()))?;
@@ -149,7 +162,10 @@ pub fn build(
             )));
         }
         if Some(n) == first_disk {
-            first_disk_slot = Some(slot);
+            boot_slots.disk = Some(slot);
+        }
+        if Some(n) == cdrom_index {
+            boot_slots.cdrom = Some(slot);
         }
         intx.push(IntxLine {
             resample,
@@ -164,7 +180,7 @@ pub fn build(
         queues,
         intx,
         vmmci: vmmci_handle,
-        first_disk_slot,
+        boot_slots,
     })
 }
 

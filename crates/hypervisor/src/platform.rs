@@ -167,13 +167,13 @@ impl Platform {
 /// reads it (direct-boot kernels find no ACPI/DT node for it and never probe the ports).
 /// Files: `etc/e820` (the memory map), `etc/screen-and-debug` = 0 (so SeaBIOS does not print
 /// its screen output twice on the serial console, as vmd sets it), and, when the VM has a
-/// disk, a `bootorder` that boots the first virtio-blk disk and nothing else (F-BOOT-04).
+/// disk or CD-ROM, a `bootorder` ([`bootorder`], F-BOOT-04).
 pub fn add_fw_cfg(
     pio: &mut Bus,
     mem: &GuestMemoryMmap,
     layout: &MemoryLayout,
     vcpus: u32,
-    boot_disk_slot: Option<u8>,
+    boot_slots: BootSlots,
     boot_device: Option<BootDevice>,
 ) -> Result<(), Error> {
     let cpus = u16::try_from(vcpus).unwrap_or(u16::MAX);
@@ -194,7 +194,7 @@ pub fn add_fw_cfg(
         ("etc/e820", fw_cfg::e820_file(&e820)),
         ("etc/screen-and-debug", 0u32.to_le_bytes().to_vec()),
     ];
-    if let Some(order) = bootorder(boot_device, boot_disk_slot)? {
+    if let Some(order) = bootorder(boot_device, boot_slots) {
         files.push(("bootorder", order));
     }
     for (name, bytes) in files {
@@ -212,27 +212,37 @@ pub fn add_fw_cfg(
     )
 }
 
-/// SeaBIOS `bootorder` for "boot device disk" (spec §5.3 item 3): the virtio-blk device at
-/// PCI `slot` (SeaBIOS writes device numbers in hex), then `HALT` so it never falls back to
-/// another device; NUL-terminated as vmd writes it.
-/// The `bootorder` file for a BIOS, if any: the first disk by default or when forced, `HALT`
-/// for a forced disk boot without a disk and for a BIOS net boot (vmd has none either).
-fn bootorder(device: Option<BootDevice>, disk_slot: Option<u8>) -> Result<Option<Vec<u8>>, Error> {
-    Ok(match (device, disk_slot) {
-        (None | Some(BootDevice::Disk), Some(slot)) => Some(bootorder_disk(slot)),
-        (None, None) => None,
-        (Some(BootDevice::Disk | BootDevice::Net), _) => Some(BOOTORDER_HALT.to_vec()),
-        (Some(BootDevice::Cdrom), _) => {
-            return Err(Error::Device {
-                what: "boot device",
-                reason: "cdrom: this VMM has no CD-ROM device yet".into(),
-            })
-        }
-    })
+/// PCI slots of the bootable devices on bus 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootSlots {
+    /// The first virtio-blk disk.
+    pub disk: Option<u8>,
+    /// The virtio-scsi CD-ROM.
+    pub cdrom: Option<u8>,
 }
 
-/// A `bootorder` that boots nothing: SeaBIOS halts.
-const BOOTORDER_HALT: &[u8] = b"HALT\0";
+/// The `bootorder` file for a BIOS (spec §5.3 item 3), NUL-terminated as vmd writes it. A
+/// forced device is the only entry, then `HALT` (no fallback, as in vmd; a missing device or
+/// a BIOS net boot is just `HALT`). By default the first disk, then the CD-ROM, so a blank
+/// disk falls through to an installer CD; with neither, no file.
+fn bootorder(device: Option<BootDevice>, slots: BootSlots) -> Option<Vec<u8>> {
+    let disk = slots.disk.map(bootorder_disk);
+    let cdrom = slots.cdrom.map(bootorder_cdrom);
+    let entries: Vec<String> = match device {
+        None if disk.is_none() && cdrom.is_none() => return None,
+        None => disk.into_iter().chain(cdrom).collect(),
+        Some(BootDevice::Disk) => disk.into_iter().collect(),
+        Some(BootDevice::Cdrom) => cdrom.into_iter().collect(),
+        Some(BootDevice::Net) => Vec::new(),
+    };
+    let mut file = String::new();
+    for e in entries {
+        file.push_str(&e);
+        file.push('\n');
+    }
+    file.push_str("HALT\0");
+    Some(file.into_bytes())
+}
 
 /// The device a BIOS boots from (`boot device`, `vmctl start -B`; spec §5.3 item 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,8 +267,16 @@ impl BootDevice {
     }
 }
 
-fn bootorder_disk(slot: u8) -> Vec<u8> {
-    format!("/pci@i0cf8/*@{slot:x}\nHALT\0").into_bytes()
+/// The virtio-blk device at PCI `slot` (SeaBIOS writes device numbers in hex).
+fn bootorder_disk(slot: u8) -> String {
+    format!("/pci@i0cf8/*@{slot:x}")
+}
+
+/// Target 0, LUN 0 of the virtio-scsi controller at `slot`, as SeaBIOS names it
+/// (`/*@0/*@<target>,<lun>`). vmd 7.x writes LUN `40000100` because its REPORT LUNS answer
+/// makes SeaBIOS decode that number; our device reports LUN 0 in the SAM format.
+fn bootorder_cdrom(slot: u8) -> String {
+    format!("/pci@i0cf8/*@{slot:x}/*@0/*@0,0")
 }
 
 fn nix_read(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -278,31 +296,39 @@ mod tests {
 
     #[test]
     fn boot_device_chooses_the_bootorder() {
-        assert_eq!(bootorder(None, None).unwrap(), None);
+        let none = BootSlots::default();
+        let disk = BootSlots {
+            disk: Some(2),
+            cdrom: None,
+        };
+        let both = BootSlots {
+            disk: Some(2),
+            cdrom: Some(0x1f),
+        };
+        let cd_only = BootSlots {
+            disk: None,
+            cdrom: Some(3),
+        };
+        let order = |d, s| bootorder(d, s).map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(order(None, none), None);
+        assert_eq!(order(None, disk).unwrap(), "/pci@i0cf8/*@2\nHALT\0");
         assert_eq!(
-            bootorder(None, Some(2)).unwrap().unwrap(),
-            b"/pci@i0cf8/*@2\nHALT\0"
+            order(None, both).unwrap(),
+            "/pci@i0cf8/*@2\n/pci@i0cf8/*@1f/*@0/*@0,0\nHALT\0",
+            "a blank disk falls through to the CD"
         );
         assert_eq!(
-            bootorder(Some(BootDevice::Disk), Some(3)).unwrap().unwrap(),
-            b"/pci@i0cf8/*@3\nHALT\0"
+            order(Some(BootDevice::Disk), both).unwrap(),
+            "/pci@i0cf8/*@2\nHALT\0"
         );
         assert_eq!(
-            bootorder(Some(BootDevice::Disk), None).unwrap().unwrap(),
-            b"HALT\0"
+            order(Some(BootDevice::Cdrom), both).unwrap(),
+            "/pci@i0cf8/*@1f/*@0/*@0,0\nHALT\0"
         );
-        assert_eq!(
-            bootorder(Some(BootDevice::Net), Some(2)).unwrap().unwrap(),
-            b"HALT\0"
-        );
-        assert!(bootorder(Some(BootDevice::Cdrom), Some(2)).is_err());
+        assert_eq!(order(Some(BootDevice::Disk), cd_only).unwrap(), "HALT\0");
+        assert_eq!(order(Some(BootDevice::Cdrom), disk).unwrap(), "HALT\0");
+        assert_eq!(order(Some(BootDevice::Net), both).unwrap(), "HALT\0");
         assert_eq!(BootDevice::from_name("net"), Some(BootDevice::Net));
         assert_eq!(BootDevice::from_name("floppy"), None);
-    }
-
-    #[test]
-    fn bootorder_names_the_slot_in_hex() {
-        assert_eq!(bootorder_disk(2), b"/pci@i0cf8/*@2\nHALT\0");
-        assert_eq!(bootorder_disk(0x1f), b"/pci@i0cf8/*@1f\nHALT\0");
     }
 }

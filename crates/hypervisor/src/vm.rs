@@ -68,7 +68,9 @@ pub struct VmConfig {
     pub kvm: Option<Kvm>,
     /// Disk images, one virtio-blk device each (at most four).
     pub disks: Vec<Box<dyn disk::BlockBackend>>,
-    /// The device a BIOS boots from; `None` boots the first disk if there is one.
+    /// ISO image for the virtio-scsi CD-ROM (read-only).
+    pub cdrom: Option<std::fs::File>,
+    /// The device a BIOS boots from; `None` boots the first disk, then the CD-ROM.
     pub boot_device: Option<crate::BootDevice>,
 }
 
@@ -245,13 +247,13 @@ impl Vm {
             .into_iter()
             .map(crate::disk::DiskBackend::new)
             .collect();
-        let pci = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone())?;
+        let pci = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone(), cfg.cdrom)?;
         crate::platform::add_fw_cfg(
             &mut pio,
             &mem,
             &layout,
             cfg.vcpus,
-            pci.first_disk_slot,
+            pci.boot_slots,
             cfg.boot_device,
         )?;
 

@@ -33,6 +33,7 @@ fn build(cmdline: &str, console_in: OwnedFd, console_out: OwnedFd) -> Vm {
         console_in: Some(console_in),
         kvm: None,
         disks: Vec::new(),
+        cdrom: None,
         boot_device: None,
     })
     .unwrap()

@@ -48,7 +48,7 @@ struct Args {
     /// Boot device for a BIOS: disk, cdrom or net (spec §5.3).
     #[arg(short = 'B', value_name = "device", value_parser = ["disk", "cdrom", "net"])]
     boot_device: Option<String>,
-    /// ISO image for the CD-ROM (virtio-scsi; not available yet).
+    /// ISO image for the CD-ROM (virtio-scsi, read-only).
     #[arg(short = 'r', value_name = "iso")]
     iso: Option<PathBuf>,
     /// Initial ramdisk for a Linux or PVH kernel.
@@ -117,12 +117,7 @@ fn run(args: Args) -> Result<ExitReason, String> {
         .iter()
         .map(|d| open_disk(d))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(iso) = &args.iso {
-        return Err(format!(
-            "{}: CD-ROM images are not supported yet",
-            iso.display()
-        ));
-    }
+    let cdrom = args.iso.as_ref().map(open).transpose()?;
     let memory =
         size::parse(&args.memory).map_err(|e| format!("memory size {:?}: {e}", args.memory))?;
     let name = args.boot.display().to_string();
@@ -153,6 +148,7 @@ fn run(args: Args) -> Result<ExitReason, String> {
         console_in,
         kvm: None,
         disks,
+        cdrom,
         boot_device: args.boot_device.as_deref().and_then(BootDevice::from_name),
     })
     .map_err(|e| e.to_string())?;

@@ -128,12 +128,12 @@ echo "GUEST-WROTE $(busybox dd if=/dev/vda bs=16 skip=65536 count=1 2>/dev/null)
 poweroff -f
 "#;
 
-/// The kit's initramfs with [`WRITER_INIT`] appended, in `dir`.
-fn writer_initramfs(kit: &Path, dir: &Path) -> Option<PathBuf> {
+/// The kit's initramfs with `script` appended as `/init`, in `dir`.
+fn custom_initramfs(kit: &Path, dir: &Path, script: &str) -> Option<PathBuf> {
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     let init = root.join("init");
-    std::fs::write(&init, WRITER_INIT).unwrap();
+    std::fs::write(&init, script).unwrap();
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -144,7 +144,7 @@ fn writer_initramfs(kit: &Path, dir: &Path) -> Option<PathBuf> {
         .filter(|o| o.status.success())?;
     let mut cpio = std::fs::read(kit.join("initramfs.cpio")).unwrap();
     cpio.extend_from_slice(&out.stdout);
-    let path = dir.join("initramfs-writer.cpio");
+    let path = dir.join("initramfs-custom.cpio");
     std::fs::write(&path, cpio).unwrap();
     Some(path)
 }
@@ -184,7 +184,7 @@ fn linux_writes_through_a_qcow2_overlay_and_the_base_stays_untouched() {
     .status
     .success());
     let base_before = std::fs::read(dir.join("base.qcow2")).unwrap();
-    let Some(initrd) = writer_initramfs(&kit, &dir) else {
+    let Some(initrd) = custom_initramfs(&kit, &dir, WRITER_INIT) else {
         eprintln!("SKIPPED: cpio is not installed");
         return;
     };
@@ -223,5 +223,62 @@ fn linux_writes_through_a_qcow2_overlay_and_the_base_stays_untouched() {
         base_before,
         "the base is untouched"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An `/init` that lists the block devices, reads the payload sector of the CD-ROM and tries
+/// to write to it. (Through a file, not a pipe into `head`: busybox there sometimes takes a
+/// general protection fault on this PVM host.)
+const CDROM_INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo GUEST-BOOT-OK
+echo "GUEST-BLOCK:" $(ls /sys/block)
+busybox dd if=/dev/sr0 of=/tmp/sector bs=2048 skip=24 count=1 2>/dev/null
+echo "GUEST-CDROM $(busybox head -c 20 /tmp/sector)"
+echo x | busybox dd of=/dev/sr0 bs=2048 seek=30 conv=notrunc 2>/dev/null
+echo "GUEST-CDWRITE rc=$?"
+poweroff -f
+"#;
+
+/// Linux's virtio-scsi and sr drivers find the CD-ROM (F-HW-14), read an ISO sector through
+/// it, and cannot write to it.
+#[test]
+fn linux_reads_the_iso_on_the_virtio_scsi_cdrom() {
+    let Some(kit) = guest_dir() else { return };
+    let dir = std::env::temp_dir().join(format!("vmrun-linux-cdrom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = b"VMD-CDROM-PAYLOAD-26";
+    let iso = dir.join("test.iso");
+    std::fs::write(&iso, testkit::iso::el_torito(&[0xF4], payload)).unwrap();
+    let before = std::fs::read(&iso).unwrap();
+    let Some(initrd) = custom_initramfs(&kit, &dir, CDROM_INIT) else {
+        eprintln!("SKIPPED: cpio is not installed");
+        return;
+    };
+    let boot = Boot::kernel(kit.join("acpi").join("vmlinux"))
+        .mem_mib(128)
+        .initrd(&initrd)
+        .cmdline(CMDLINE.trim());
+    let mut cmd = boot.vmrun_command(Path::new(VMRUN));
+    cmd.arg("-r").arg(&iso);
+    let mut vm = Vmm::spawn(cmd).unwrap();
+    let block = vm.expect_line("GUEST-BLOCK", LINE).unwrap();
+    assert!(block.split_whitespace().any(|d| d == "sr0"), "{block}");
+    assert_eq!(
+        vm.expect_line("GUEST-CDROM", LINE).unwrap(),
+        "GUEST-CDROM VMD-CDROM-PAYLOAD-26"
+    );
+    let write = vm.expect_line("GUEST-CDWRITE", LINE).unwrap();
+    assert_ne!(write, "GUEST-CDWRITE rc=0", "a CD-ROM write succeeded");
+    assert_eq!(
+        vm.wait_exit(EXIT).unwrap().code(),
+        Some(vmrun_exit::POWEROFF),
+        "{}",
+        vm.stderr()
+    );
+    assert_eq!(std::fs::read(&iso).unwrap(), before, "the ISO is untouched");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -52,8 +52,8 @@ pub struct DiskImage {
 }
 
 /// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
-/// the boot image, the initrd (if `has_initrd`), the console pty master, then every image
-/// of every disk (each disk's chain top first).
+/// the boot image, the initrd (if `has_initrd`), the console pty master, every image of
+/// every disk (each disk's chain top first), then the CD-ROM image (if `has_cdrom`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     /// vmd's VM id.
@@ -72,6 +72,8 @@ pub struct Launch {
     pub cmdline: String,
     /// Disks, each a chain of images.
     pub disks: Vec<Vec<DiskImage>>,
+    /// Whether a CD-ROM image fd is attached.
+    pub has_cdrom: bool,
     /// `boot device` / `vmctl start -B`: `disk`, `cdrom` or `net`.
     pub boot_device: Option<String>,
 }

@@ -59,7 +59,8 @@ struct Live {
     console: Console,
     boot: File,
     initrd: Option<File>,
-    /// Every disk image, in launch order; dropped once the VM process has its copies.
+    /// Every disk image, in launch order, then the CD-ROM image; dropped once the VM
+    /// process has its copies.
     disk_files: Vec<File>,
     /// The client waiting for `start`'s answer.
     starter: Option<ClientId>,
@@ -535,10 +536,10 @@ impl Parent {
         previous: Option<Live>,
     ) -> Result<(Launch, Live, File), Failure> {
         let name = &plan.name;
-        if plan.cdrom.is_some() || !plan.nics.is_empty() {
+        if !plan.nics.is_empty() {
             return Err(Failure::errno(
                 libc::EOPNOTSUPP,
-                format!("vm \"{name}\": CD-ROMs and network interfaces are not supported yet"),
+                format!("vm \"{name}\": network interfaces are not supported yet"),
             ));
         }
         for f in &plan.files {
@@ -587,7 +588,10 @@ impl Parent {
                 (boot, initrd, console)
             }
         };
-        let (disks, disk_files) = open_disks(plan)?;
+        let (disks, mut disk_files) = open_disks(plan)?;
+        if let Some(iso) = &plan.cdrom {
+            disk_files.push(open_file(iso)?);
+        }
         let launch = Launch {
             id: plan.id,
             name: name.clone(),
@@ -597,6 +601,7 @@ impl Parent {
             has_initrd: initrd.is_some(),
             cmdline: plan.cmdline.clone().unwrap_or_default(),
             disks,
+            has_cdrom: plan.cdrom.is_some(),
             boot_device: plan.boot_device.map(|d| {
                 match d {
                     vmconf::BootDevice::Disk => "disk",

@@ -79,10 +79,10 @@ pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
 }
 
 /// Build the VM from the launch message and its fds (KVM, boot image, initrd?, console, disk
-/// images). Errors carry an errno for vmctl: EBUSY for a disk another VM writes to.
+/// images, CD-ROM?). Errors carry an errno for vmctl: EBUSY for a disk another VM writes to.
 fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
     let images: usize = launch.disks.iter().map(Vec::len).sum();
-    let expected = 3 + usize::from(launch.has_initrd) + images;
+    let expected = 3 + usize::from(launch.has_initrd) + images + usize::from(launch.has_cdrom);
     if fds.len() != expected {
         return Err((
             EBUILD,
@@ -131,6 +131,11 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
         })?;
         disks.push(backend);
     }
+    let cdrom = if launch.has_cdrom {
+        Some(File::from(next()?))
+    } else {
+        None
+    };
     Vm::new(VmConfig {
         memory: launch.memory,
         vcpus: launch.cpus,
@@ -145,6 +150,7 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
         console_in: Some(console),
         kvm: Some(kvm),
         disks,
+        cdrom,
         boot_device: launch
             .boot_device
             .as_deref()
