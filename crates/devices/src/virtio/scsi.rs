@@ -66,8 +66,9 @@ const EVENT_INFO_SIZE: u32 = 16;
 const MAX_SENSE_SIZE: usize = 252;
 /// Largest CDB buffer honoured (SPC-4: the longest CDB is 260 bytes).
 const MAX_CDB_SIZE: usize = 260;
-/// One channel, one target, one LUN: max_channel, max_target and max_lun are 0.
-const MAX_TARGET: u16 = 0;
+/// The one target; with one channel and one LUN, max_channel, max_target and max_lun are 0.
+const TARGET: u8 = 0;
+const MAX_TARGET: u16 = TARGET as u16;
 /// PCI class "mass storage", subclass "SCSI".
 const PCI_CLASS_MASS_STORAGE: u8 = 0x01;
 const PCI_SUBCLASS_SCSI: u8 = 0x00;
@@ -98,7 +99,7 @@ const LUN_FLAT_SPACE: u8 = 0x40;
 fn addresses_lun0(lun: &[u8]) -> bool {
     lun.len() == LUN_LEN
         && lun[0] == LUN_FORMAT
-        && u16::from(lun[1]) == MAX_TARGET
+        && lun[1] == TARGET
         && lun[2] & !LUN_FLAT_SPACE == 0
         && lun[3..].iter().all(|&b| b == 0)
 }
@@ -195,7 +196,7 @@ impl VirtioDevice for Scsi {
         }
     }
     /// sense_size and cdb_size, byte by byte (legacy drivers may write narrowly), each kept
-    /// within [`MAX_SENSE_SIZE`] and [`MAX_CDB_SIZE`]; reads show what is honoured. Writes
+    /// within `MAX_SENSE_SIZE` and `MAX_CDB_SIZE`; reads show what is honoured. Writes
     /// elsewhere are ignored.
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         let mut config = self.config();

@@ -332,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn capacity() {
+    fn read_capacity_of_a_three_block_medium() {
         let mut cd = CdRom::new(3);
         assert_eq!(
             cd.execute(&cdb(&[READ_CAPACITY_10], 10)),
