@@ -25,7 +25,7 @@ pub use disk::DiskBackend;
 pub use error::Error;
 pub use platform::BootDevice;
 pub use vcpu::ExitReason;
-pub use vm::{ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};
+pub use vm::{NicConfig, ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};
 
 /// Lock `m` even if a thread panicked while holding it: device and VM state is plain data,
 /// and refusing every later access would hang the guest instead.

@@ -10,6 +10,7 @@ use devices::pci::{
     PCI_IO_END, PCI_IO_START, PCI_MMIO_HOLE_END, PCI_MMIO_HOLE_START,
 };
 use devices::virtio::blk::Block;
+use devices::virtio::net::{Net, TapBackend};
 use devices::virtio::rng::Rng;
 use devices::virtio::scsi::Scsi;
 use devices::virtio::vmmci::{Vmmci, VmmciHandle};
@@ -31,6 +32,21 @@ const _: () = assert!(ECAM_BASE == fwtables::layout::PCI_ECAM_BASE as u64);
 const _: () = assert!(ECAM_SIZE == fwtables::layout::PCI_ECAM_LEN as u64);
 /// Most disks a VM gets (vmd's `VM_MAX_DISKS_PER_VM`).
 pub const MAX_DISKS: usize = 4;
+/// Most NICs a VM gets (vmd's `VM_MAX_NICS_PER_VM`).
+pub const MAX_NICS: usize = 4;
+
+/// A virtio-net device, kept concrete so the supervisor can feed it frames from its tap.
+pub type SharedNet = Arc<Mutex<Net>>;
+
+/// The devices a VM's configuration puts on bus 0 besides the fixed ones.
+pub struct BusDevices {
+    /// One virtio-blk each.
+    pub disks: Vec<DiskBackend>,
+    /// One virtio-net each.
+    pub nics: Vec<crate::NicConfig>,
+    /// The virtio-scsi CD-ROM's ISO image.
+    pub cdrom: Option<File>,
+}
 
 /// MSI-X messages go straight to KVM (KVM_SIGNAL_MSI), so no GSI routes are needed.
 struct KvmMsi {
@@ -75,6 +91,8 @@ pub struct PciDevices {
     pub queues: Vec<QueueEvent>,
     /// INTx lines to re-raise after each EOI.
     pub intx: Vec<IntxLine>,
+    /// The virtio-net devices, in NIC order.
+    pub nics: Vec<SharedNet>,
     /// OpenBSD's vmmci, for graceful shutdown of guests that bind it.
     pub vmmci: VmmciHandle,
     /// PCI slots of the first virtio-blk device and of the CD-ROM, for the BIOS's boot order
@@ -82,20 +100,26 @@ pub struct PciDevices {
     pub boot_slots: BootSlots,
 }
 
-/// Build bus 0 with its devices — entropy, the disks, the CD-ROM, then vmmci, vmd's order
-/// (spec §5.5) — and map it on `pio` and `mmio`.
+/// Build bus 0 with its devices — entropy, the disks, the NICs, the CD-ROM, then vmmci,
+/// vmd's order (spec §5.5) — and map it on `pio` and `mmio`.
 pub fn build(
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     pio: &mut Bus,
     mmio: &mut Bus,
-    disks: Vec<DiskBackend>,
-    cdrom: Option<File>,
+    wanted: BusDevices,
 ) -> Result<PciDevices, Error> {
+    let BusDevices { disks, nics, cdrom } = wanted;
     if disks.len() > MAX_DISKS {
         return Err(Error::Device {
             what: "disks",
             reason: format!("{} disks, at most {MAX_DISKS}", disks.len()),
+        });
+    }
+    if nics.len() > MAX_NICS {
+        return Err(Error::Device {
+            what: "network interfaces",
+            reason: format!("{} interfaces, at most {MAX_NICS}", nics.len()),
         });
     }
     let dev_err = |reason: String| Error::Device {
@@ -117,6 +141,20 @@ pub fn build(
             Box::new(d),
             &format!("vmd-disk{i}"),
         ))));
+    }
+    let mut nic_devices = Vec::with_capacity(nics.len());
+    for (i, nic) in nics.into_iter().enumerate() {
+        let backend = TapBackend::new(nic.tap).map_err(|e| Error::Device {
+            what: "network interface",
+            reason: format!("tap of interface {i}: {e}"),
+        })?;
+        let mut net = Net::new(Box::new(backend), nic.mac, nic.locked);
+        if let Some(r) = nic.responder {
+            net = net.with_local_responder(r);
+        }
+        let net = Arc::new(Mutex::new(net));
+        devices.push(net.clone());
+        nic_devices.push(net);
     }
     let cdrom_index = cdrom.is_some().then_some(devices.len());
     if let Some(iso) = cdrom {
@@ -179,6 +217,7 @@ pub fn build(
     Ok(PciDevices {
         queues,
         intx,
+        nics: nic_devices,
         vmmci: vmmci_handle,
         boot_slots,
     })

@@ -51,6 +51,28 @@ const TOKEN_VMMCI: u64 = 4;
 const TOKEN_QUEUE_BASE: u64 = 16;
 /// Tokens from here on are INTx resample events (index into `Vm::intx`).
 const TOKEN_INTX_BASE: u64 = 1 << 32;
+/// Tokens from here on are taps with frames for the guest (index into `Vm::nics`).
+const TOKEN_NIC_BASE: u64 = 2 << 32;
+
+/// What an epoll token stands for.
+enum Token {
+    Fixed(u64),
+    Queue(usize),
+    Intx(usize),
+    Nic(usize),
+}
+
+fn token(data: u64) -> Token {
+    if data >= TOKEN_NIC_BASE {
+        Token::Nic((data - TOKEN_NIC_BASE) as usize)
+    } else if data >= TOKEN_INTX_BASE {
+        Token::Intx((data - TOKEN_INTX_BASE) as usize)
+    } else if data >= TOKEN_QUEUE_BASE {
+        Token::Queue((data - TOKEN_QUEUE_BASE) as usize)
+    } else {
+        Token::Fixed(data)
+    }
+}
 
 /// Everything needed to build a VM.
 pub struct VmConfig {
@@ -70,8 +92,23 @@ pub struct VmConfig {
     pub disks: Vec<Box<dyn disk::BlockBackend>>,
     /// ISO image for the virtio-scsi CD-ROM (read-only).
     pub cdrom: Option<std::fs::File>,
+    /// Network interfaces, one virtio-net device each.
+    pub nics: Vec<NicConfig>,
     /// The device a BIOS boots from; `None` boots the first disk, then the CD-ROM.
     pub boot_device: Option<crate::BootDevice>,
+}
+
+/// One network interface: a tap the daemon (or the caller) created and what the device
+/// enforces on it (spec §6, F-NET-07, F-NET-10).
+pub struct NicConfig {
+    /// The tap's fd (`/dev/net/tun` after TUNSETIFF).
+    pub tap: OwnedFd,
+    /// The guest's MAC.
+    pub mac: [u8; 6],
+    /// `locked lladdr`: only frames from and to `mac` (plus broadcast and multicast) pass.
+    pub locked: bool,
+    /// For `local interface`s: answers the guest's DHCP inside the VM process.
+    pub responder: Option<devices::virtio::net::LocalResponder>,
 }
 
 /// Controls a VM from other threads while [`Vm::run`] runs it.
@@ -193,6 +230,8 @@ pub struct Vm {
     queues: Vec<crate::pci::QueueEvent>,
     /// PCI INTx lines, re-raised after each EOI while their device has an unread cause.
     intx: Vec<crate::pci::IntxLine>,
+    /// virtio-net devices, fed when their tap has frames.
+    nics: Vec<crate::pci::SharedNet>,
     /// Disk images, flushed when the VM ends.
     disks: Vec<crate::disk::DiskBackend>,
     /// The vmmci control device's host side.
@@ -247,7 +286,17 @@ impl Vm {
             .into_iter()
             .map(crate::disk::DiskBackend::new)
             .collect();
-        let pci = crate::pci::build(&vm, &mem, &mut pio, &mut mmio, disks.clone(), cfg.cdrom)?;
+        let pci = crate::pci::build(
+            &vm,
+            &mem,
+            &mut pio,
+            &mut mmio,
+            crate::pci::BusDevices {
+                disks: disks.clone(),
+                nics: cfg.nics,
+                cdrom: cfg.cdrom,
+            },
+        )?;
         crate::platform::add_fw_cfg(
             &mut pio,
             &mem,
@@ -291,6 +340,7 @@ impl Vm {
             vm,
             queues: pci.queues,
             intx: pci.intx,
+            nics: pci.nics,
             vmmci: pci.vmmci,
             disks,
             vcpu_count: cfg.vcpus,
@@ -385,6 +435,18 @@ impl Vm {
                 .ctl(ControlOperation::Add, line.resample.as_raw_fd(), ev)
                 .map_err(Error::host("epoll add INTx resample"))?;
         }
+        for (i, nic) in self.nics.iter().enumerate() {
+            // Edge-triggered: while the guest has no receive buffers the tap stays readable,
+            // and the device resumes from the guest's RX notify instead.
+            let ev = EpollEvent::new(
+                EventSet::IN | EventSet::EDGE_TRIGGERED,
+                TOKEN_NIC_BASE + i as u64,
+            );
+            let fd = lock(nic).backend_fd();
+            epoll
+                .ctl(ControlOperation::Add, fd, ev)
+                .map_err(Error::host("epoll add tap"))?;
+        }
         epoll
             .ctl(
                 ControlOperation::Add,
@@ -420,33 +482,32 @@ impl Vm {
             };
             timeout = TICK_MS;
             for ev in &events[..n] {
-                if ev.data() == TOKEN_SCI_RESAMPLE {
-                    self.platform.sci_resampled();
-                }
-                if ev.data() == TOKEN_VMMCI {
-                    self.vmmci_events();
-                }
-                if ev.data() == TOKEN_EXIT {
-                    // Requests are state (`pending`, `stopping`, the deadline); the count only
-                    // wakes us, and left unread it would keep epoll spinning.
-                    let _ = self.shared.exit.event().read();
-                }
-                if let Some(line) = ev
-                    .data()
-                    .checked_sub(TOKEN_INTX_BASE)
-                    .and_then(|i| self.intx.get(i as usize))
-                {
-                    let _ = line.resample.read();
-                    lock(&line.transport).intx_resample();
-                }
-                if let Some(q) = ev
-                    .data()
-                    .checked_sub(TOKEN_QUEUE_BASE)
-                    .filter(|i| *i < TOKEN_INTX_BASE - TOKEN_QUEUE_BASE)
-                    .and_then(|i| self.queues.get(i as usize))
-                {
-                    let _ = q.event.read();
-                    lock(&q.device).process_queue(q.index);
+                match token(ev.data()) {
+                    Token::Fixed(TOKEN_SCI_RESAMPLE) => self.platform.sci_resampled(),
+                    Token::Fixed(TOKEN_VMMCI) => self.vmmci_events(),
+                    Token::Fixed(TOKEN_EXIT) => {
+                        // Requests are state (`pending`, `stopping`, the deadline); the count
+                        // only wakes us, and left unread it would keep epoll spinning.
+                        let _ = self.shared.exit.event().read();
+                    }
+                    Token::Fixed(_) => {}
+                    Token::Intx(i) => {
+                        if let Some(line) = self.intx.get(i) {
+                            let _ = line.resample.read();
+                            lock(&line.transport).intx_resample();
+                        }
+                    }
+                    Token::Queue(i) => {
+                        if let Some(q) = self.queues.get(i) {
+                            let _ = q.event.read();
+                            lock(&q.device).process_queue(q.index);
+                        }
+                    }
+                    Token::Nic(i) => {
+                        if let Some(nic) = self.nics.get(i) {
+                            lock(nic).process_rx();
+                        }
+                    }
                 }
                 if ev.data() != TOKEN_CONSOLE {
                     continue;

@@ -34,6 +34,7 @@ fn build(cmdline: &str, console_in: OwnedFd, console_out: OwnedFd) -> Vm {
         kvm: None,
         disks: Vec::new(),
         cdrom: None,
+        nics: Vec::new(),
         boot_device: None,
     })
     .unwrap()

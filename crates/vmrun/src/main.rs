@@ -149,6 +149,7 @@ fn run(args: Args) -> Result<ExitReason, String> {
         kvm: None,
         disks,
         cdrom,
+        nics: Vec::new(),
         boot_device: args.boot_device.as_deref().and_then(BootDevice::from_name),
     })
     .map_err(|e| e.to_string())?;

@@ -51,9 +51,34 @@ pub struct DiskImage {
     pub format: Option<String>,
 }
 
+/// What the VM process's virtio-net device enforces and answers for one NIC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NicLaunch {
+    /// The guest's MAC.
+    pub mac: [u8; 6],
+    /// `locked lladdr`.
+    pub locked: bool,
+    /// `local interface`: the built-in DHCP responder's answers.
+    pub dhcp: Option<DhcpLaunch>,
+}
+
+/// The DHCP responder of a local NIC (F-NET-11).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DhcpLaunch {
+    /// The tap's MAC.
+    pub host_mac: [u8; 6],
+    /// The host side of the /31: router and DNS server.
+    pub host: std::net::Ipv4Addr,
+    /// The guest's address.
+    pub guest: std::net::Ipv4Addr,
+    /// `boot device net`: the VM name for the host name and boot file options.
+    pub netboot: Option<String>,
+}
+
 /// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
 /// the boot image, the initrd (if `has_initrd`), the console pty master, every image of
-/// every disk (each disk's chain top first), then the CD-ROM image (if `has_cdrom`).
+/// every disk (each disk's chain top first), the CD-ROM image (if `has_cdrom`), then one tap
+/// per NIC.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     /// vmd's VM id.
@@ -74,6 +99,8 @@ pub struct Launch {
     pub disks: Vec<Vec<DiskImage>>,
     /// Whether a CD-ROM image fd is attached.
     pub has_cdrom: bool,
+    /// NICs, one tap fd each.
+    pub nics: Vec<NicLaunch>,
     /// `boot device` / `vmctl start -B`: `disk`, `cdrom` or `net`.
     pub boot_device: Option<String>,
 }
@@ -174,6 +201,34 @@ pub struct SwitchSetup {
     pub up: bool,
 }
 
+/// One tap for one NIC of a VM (spec §6.1-6.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TapSetup {
+    /// `interface tapN`; `None` takes the first free `tapN`.
+    pub name: Option<String>,
+    /// Description: `vm<id>-if<n>-<name>`.
+    pub description: String,
+    /// The bridge of the switch it joins.
+    pub bridge: Option<String>,
+    /// Interface group.
+    pub group: Option<String>,
+    /// Routing domain (VRF).
+    pub rdomain: Option<u8>,
+    /// Administratively up.
+    pub up: bool,
+    /// `local interface`: addresses for the host side, with their prefix lengths.
+    pub local: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// One tap priv created; its fd travels with the message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TapReady {
+    /// The interface name.
+    pub name: String,
+    /// The tap's own (host side) MAC: guests may unicast DHCP to it.
+    pub mac: [u8; 6],
+}
+
 /// parent -> priv.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ParentToPriv {
@@ -181,6 +236,12 @@ pub enum ParentToPriv {
     SetupSwitch(SwitchSetup),
     /// Delete a bridge this daemon created.
     RemoveBridge { bridge: String },
+    /// Create and configure the taps of one start of a VM.
+    CreateTaps {
+        vm: u32,
+        generation: u64,
+        taps: Vec<TapSetup>,
+    },
 }
 
 /// priv -> parent.
@@ -190,4 +251,16 @@ pub enum PrivToParent {
     SwitchReady { bridge: String, created: bool },
     /// A request failed.
     Failed { message: String },
+    /// The taps of [`ParentToPriv::CreateTaps`], fds attached in the same order.
+    TapsReady {
+        vm: u32,
+        generation: u64,
+        taps: Vec<TapReady>,
+    },
+    /// No tap was left behind.
+    TapsFailed {
+        vm: u32,
+        generation: u64,
+        message: String,
+    },
 }

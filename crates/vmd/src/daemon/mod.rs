@@ -6,6 +6,7 @@
 pub mod control;
 pub mod internal;
 pub mod log;
+pub mod nics;
 pub mod parent;
 pub mod privdrop;
 pub mod privproc;

@@ -16,8 +16,9 @@ use ipc::Channel;
 
 use super::internal::{
     ClientId, ControlToParent, DiskImage, Launch, ParentToControl, ParentToPriv, ParentToVmm,
-    PrivToParent, SwitchSetup, VmEnd, VmmToParent,
+    PrivToParent, SwitchSetup, TapReady, VmEnd, VmmToParent,
 };
+use super::nics;
 use super::pty::{self, Console};
 use super::spawn::{self, Inherit};
 use super::{log, privdrop, signals};
@@ -48,7 +49,7 @@ pub struct Options {
 enum Event {
     Control(Box<ControlToParent>, Vec<OwnedFd>),
     Vmm(VmmToParent),
-    Priv(PrivToParent),
+    Priv(PrivToParent, Vec<OwnedFd>),
     ChildGone(&'static str),
     Signal(i32),
 }
@@ -78,7 +79,18 @@ struct Parent {
     created_bridges: Vec<String>,
     live: HashMap<u32, Live>,
     waiters: HashMap<u32, Vec<ClientId>>,
+    /// Starts waiting for priv to create their taps.
+    pending_taps: HashMap<u32, PendingStart>,
+    /// The IPv6 prefix of bare `local inet6`, drawn once.
+    ula: std::net::Ipv6Addr,
     shutting_down: bool,
+}
+
+/// A start whose taps priv is creating.
+struct PendingStart {
+    plan: StartPlan,
+    client: Option<ClientId>,
+    fds: Vec<OwnedFd>,
 }
 
 /// Run the daemon's parent process.
@@ -146,7 +158,7 @@ pub fn run(opts: Options) -> ExitCode {
         Event::Control(Box::new(m), fds)
     });
     forward::<VmmToParent>(&vmm, tx.clone(), "vmm", |m, _| Event::Vmm(m));
-    forward::<PrivToParent>(&privsep, tx.clone(), "priv", |m, _| Event::Priv(m));
+    forward::<PrivToParent>(&privsep, tx.clone(), "priv", Event::Priv);
     signals::forward(move |s| {
         let _ = tx.send(Event::Signal(s));
     });
@@ -160,6 +172,8 @@ pub fn run(opts: Options) -> ExitCode {
         created_bridges: Vec::new(),
         live: HashMap::new(),
         waiters: HashMap::new(),
+        pending_taps: HashMap::new(),
+        ula: nics::random_ula(),
         shutting_down: false,
     };
     parent.setup_switches();
@@ -245,12 +259,28 @@ impl Parent {
             match rx.recv_timeout(wait) {
                 Ok(Event::Control(msg, fds)) => self.control_message(*msg, fds),
                 Ok(Event::Vmm(msg)) => self.vmm_message(msg),
-                Ok(Event::Priv(PrivToParent::SwitchReady { bridge, created })) => {
+                Ok(Event::Priv(PrivToParent::SwitchReady { bridge, created }, _)) => {
                     if created && !self.created_bridges.contains(&bridge) {
                         self.created_bridges.push(bridge);
                     }
                 }
-                Ok(Event::Priv(PrivToParent::Failed { message })) => log_warn!("{message}"),
+                Ok(Event::Priv(PrivToParent::Failed { message }, _)) => log_warn!("{message}"),
+                Ok(Event::Priv(
+                    PrivToParent::TapsReady {
+                        vm,
+                        generation,
+                        taps,
+                    },
+                    fds,
+                )) => self.taps_ready(vm, generation, taps, fds),
+                Ok(Event::Priv(
+                    PrivToParent::TapsFailed {
+                        vm,
+                        generation,
+                        message,
+                    },
+                    _,
+                )) => self.taps_failed(vm, generation, message),
                 Ok(Event::ChildGone(name)) => {
                     log_warn!("{name} process went away: exiting");
                     return ExitCode::FAILURE;
@@ -483,12 +513,79 @@ impl Parent {
         }
     }
 
-    /// Open what `plan` needs and hand it to vmm. `fds` are the boot image and initrd vmctl
-    /// opened with the user's own permissions, if it sent any.
+    /// Start `plan`: first its taps (priv answers later, see [`Parent::taps_ready`]), then
+    /// the rest. `fds` are the boot image and initrd vmctl opened with the user's own
+    /// permissions, if it sent any.
     fn launch(&mut self, plan: StartPlan, client: Option<ClientId>, fds: Vec<OwnedFd>) {
+        if plan.nics.is_empty() {
+            self.launch_with_taps(plan, client, fds, Vec::new(), Vec::new());
+            return;
+        }
+        let sent = nics::tap_setups(&plan, self.registry.global(), self.ula).and_then(|taps| {
+            let msg = ParentToPriv::CreateTaps {
+                vm: plan.id,
+                generation: plan.generation,
+                taps,
+            };
+            self.privsep
+                .send(&msg, &[])
+                .map_err(|e| Failure::errno(libc::EIO, format!("priv: {e}")))
+        });
+        match sent {
+            Ok(()) => {
+                self.pending_taps
+                    .insert(plan.id, PendingStart { plan, client, fds });
+            }
+            Err(f) => self.start_failed(&plan, client, &f),
+        }
+    }
+
+    fn start_failed(&mut self, plan: &StartPlan, client: Option<ClientId>, f: &Failure) {
+        let _ = self.registry.start_failed(plan.id, plan.generation);
+        match client {
+            Some(c) => self.fail(c, f),
+            None => log_warn!("{}", f.message),
+        }
+    }
+
+    /// priv made the taps of a pending start: go on with it.
+    fn taps_ready(&mut self, vm: u32, generation: u64, taps: Vec<TapReady>, fds: Vec<OwnedFd>) {
+        let Some(p) = self.pending_taps.remove(&vm) else {
+            return;
+        };
+        if p.plan.generation != generation
+            || taps.len() != fds.len()
+            || taps.len() != p.plan.nics.len()
+        {
+            let f = Failure::errno(libc::EIO, format!("vm {vm}: priv sent the wrong taps"));
+            self.start_failed(&p.plan, p.client, &f);
+            return;
+        }
+        self.launch_with_taps(p.plan, p.client, p.fds, taps, fds);
+    }
+
+    fn taps_failed(&mut self, vm: u32, generation: u64, message: String) {
+        let Some(p) = self.pending_taps.remove(&vm) else {
+            return;
+        };
+        if p.plan.generation == generation {
+            let f = Failure::errno(libc::ENXIO, format!("vm \"{}\": {message}", p.plan.name));
+            self.start_failed(&p.plan, p.client, &f);
+        }
+    }
+
+    /// Open what `plan` needs and hand it to vmm with its taps.
+    fn launch_with_taps(
+        &mut self,
+        plan: StartPlan,
+        client: Option<ClientId>,
+        fds: Vec<OwnedFd>,
+        taps: Vec<TapReady>,
+        tap_fds: Vec<OwnedFd>,
+    ) {
         let id = plan.id;
         let restart_console = self.live.remove(&id);
-        match self.prepare(&plan, fds, restart_console) {
+        match self.prepare(&plan, fds, restart_console, &taps) {
             Ok((launch, mut live, kvm)) => {
                 live.starter = client;
                 let mut list: Vec<BorrowedFd<'_>> = vec![kvm.as_fd(), live.boot.as_fd()];
@@ -497,6 +594,7 @@ impl Parent {
                 }
                 list.push(live.console.master.as_fd());
                 list.extend(live.disk_files.iter().map(|f| f.as_fd()));
+                list.extend(tap_fds.iter().map(|f| f.as_fd()));
                 if list.len() > ipc::MAX_FDS {
                     let f = Failure::code(
                         ipc::proto::VmdError::DiskMissing,
@@ -534,14 +632,10 @@ impl Parent {
         plan: &StartPlan,
         fds: Vec<OwnedFd>,
         previous: Option<Live>,
+        taps: &[TapReady],
     ) -> Result<(Launch, Live, File), Failure> {
         let name = &plan.name;
-        if !plan.nics.is_empty() {
-            return Err(Failure::errno(
-                libc::EOPNOTSUPP,
-                format!("vm \"{name}\": network interfaces are not supported yet"),
-            ));
-        }
+        let nics = nics::nic_launches(plan, self.registry.global(), taps)?;
         for f in &plan.files {
             if f.kind == registry::FileKind::DefaultBios
                 && !f.path.exists()
@@ -602,6 +696,7 @@ impl Parent {
             cmdline: plan.cmdline.clone().unwrap_or_default(),
             disks,
             has_cdrom: plan.cdrom.is_some(),
+            nics,
             boot_device: plan.boot_device.map(|d| {
                 match d {
                     vmconf::BootDevice::Disk => "disk",

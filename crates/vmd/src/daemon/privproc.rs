@@ -1,14 +1,17 @@
 //! The priv process: the only process that changes host network interfaces (spec §1.1). It
-//! stays root (netlink needs CAP_NET_ADMIN) and touches nothing but bridges: it refuses any
-//! name that exists as another kind of interface, so a compromised parent message cannot
-//! reconfigure the host's real links.
+//! stays root (netlink needs CAP_NET_ADMIN) and touches nothing but bridges and the taps it
+//! creates: it refuses any bridge name that exists as another kind of interface, and taps come
+//! from /dev/net/tun, so a compromised parent message cannot reconfigure the host's real
+//! links. A VM's taps are not persistent: they vanish when the VM process's fds close.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
 
 use ipc::Channel;
 use net::netlink::{self, Netlink, NetlinkError};
+use net::tap::{Tap, TapOptions};
 
-use super::internal::{ParentToPriv, PrivToParent, SwitchSetup};
+use super::internal::{ParentToPriv, PrivToParent, SwitchSetup, TapReady, TapSetup};
 use super::log;
 use super::spawn::Inherit;
 use crate::{log_debug, log_info, log_warn};
@@ -31,6 +34,44 @@ pub fn main(parent: Channel, inherit: &Inherit) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         };
+        if let ParentToPriv::CreateTaps {
+            vm,
+            generation,
+            taps,
+        } = msg
+        {
+            let (reply, fds) = match create_taps(&mut nl, &taps) {
+                Ok(made) => {
+                    let ready = made
+                        .iter()
+                        .map(|(tap, mac)| TapReady {
+                            name: tap.name().to_string(),
+                            mac: *mac,
+                        })
+                        .collect();
+                    let reply = PrivToParent::TapsReady {
+                        vm,
+                        generation,
+                        taps: ready,
+                    };
+                    (reply, made)
+                }
+                Err(message) => (
+                    PrivToParent::TapsFailed {
+                        vm,
+                        generation,
+                        message,
+                    },
+                    Vec::new(),
+                ),
+            };
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|(t, _)| t.file().as_fd()).collect();
+            if parent.send(&reply, &borrowed).is_err() {
+                return ExitCode::SUCCESS;
+            }
+            // Our copies close here; the VM process's keep the taps alive.
+            continue;
+        }
         let reply = match msg {
             ParentToPriv::SetupSwitch(sw) => match setup_switch(&mut nl, &sw) {
                 Ok(created) => {
@@ -55,6 +96,7 @@ pub fn main(parent: Channel, inherit: &Inherit) -> ExitCode {
                     message: format!("removing bridge {bridge}: {e}"),
                 },
             },
+            ParentToPriv::CreateTaps { .. } => continue,
         };
         if parent.send(&reply, &[]).is_err() {
             return ExitCode::SUCCESS;
@@ -80,4 +122,44 @@ fn setup_switch(nl: &mut Netlink, sw: &SwitchSetup) -> Result<bool, NetlinkError
 fn remove_bridge(nl: &mut Netlink, bridge: &str) -> Result<(), NetlinkError> {
     nl.check_bridge(bridge)?;
     nl.delete_link(bridge)
+}
+
+/// Create every tap of one VM start; on any failure the ones made so far are dropped (and so
+/// removed) and the error names the tap.
+fn create_taps(nl: &mut Netlink, taps: &[TapSetup]) -> Result<Vec<(Tap, [u8; 6])>, String> {
+    let mut made = Vec::with_capacity(taps.len());
+    for setup in taps {
+        let tap = Tap::create(setup.name.as_deref(), TapOptions { vnet_hdr: true })
+            .map_err(|e| e.to_string())?;
+        let mac = configure_tap(nl, tap.name(), setup)
+            .and_then(|()| tap.mac().map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", tap.name()))?;
+        log_info!("{} created ({})", tap.name(), setup.description);
+        made.push((tap, mac));
+    }
+    Ok(made)
+}
+
+/// Description, group, routing domain, local addresses, switch and link state (F-NET-02,
+/// F-NET-03, F-NET-08). A switch whose bridge is missing only warns, as vmd does.
+fn configure_tap(nl: &mut Netlink, name: &str, setup: &TapSetup) -> Result<(), String> {
+    let e = |e: NetlinkError| e.to_string();
+    nl.set_alias(name, &setup.description).map_err(e)?;
+    if let Some(g) = &setup.group {
+        nl.set_group(name, netlink::group_number(g)).map_err(e)?;
+    }
+    if let Some(r) = setup.rdomain {
+        nl.set_rdomain(name, r).map_err(e)?;
+    }
+    if let Some(bridge) = &setup.bridge {
+        match nl.check_bridge(bridge) {
+            Ok(_) => nl.set_master(name, Some(bridge)).map_err(e)?,
+            Err(err) => log_warn!("{name}: not attached to {bridge}: {err}"),
+        }
+    }
+    nl.set_up(name, setup.up).map_err(e)?;
+    for (addr, len) in &setup.local {
+        nl.add_address(name, *addr, *len).map_err(e)?;
+    }
+    Ok(())
 }

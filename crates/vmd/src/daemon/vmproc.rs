@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use disk::ChainImage;
-use hypervisor::{boot, BootDevice, BootImage, ExitReason, ShutdownPath, Vm, VmConfig, VmHandle};
+use hypervisor::{
+    boot, BootDevice, BootImage, ExitReason, NicConfig, ShutdownPath, Vm, VmConfig, VmHandle,
+};
 use ipc::Channel;
 use kvm_ioctls::Kvm;
 
-use super::internal::{Launch, VmCommand, VmEnd, VmReport};
+use super::internal::{DhcpLaunch, Launch, VmCommand, VmEnd, VmReport};
 use super::{log, sandbox};
 use crate::{log_info, log_warn};
 
@@ -82,7 +84,11 @@ pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
 /// images, CD-ROM?). Errors carry an errno for vmctl: EBUSY for a disk another VM writes to.
 fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
     let images: usize = launch.disks.iter().map(Vec::len).sum();
-    let expected = 3 + usize::from(launch.has_initrd) + images + usize::from(launch.has_cdrom);
+    let expected = 3
+        + usize::from(launch.has_initrd)
+        + images
+        + usize::from(launch.has_cdrom)
+        + launch.nics.len();
     if fds.len() != expected {
         return Err((
             EBUILD,
@@ -136,6 +142,15 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
     } else {
         None
     };
+    let mut nics = Vec::with_capacity(launch.nics.len());
+    for nic in &launch.nics {
+        nics.push(NicConfig {
+            tap: next()?,
+            mac: nic.mac,
+            locked: nic.locked,
+            responder: nic.dhcp.clone().map(|d| dhcp_responder(nic.mac, d)),
+        });
+    }
     Vm::new(VmConfig {
         memory: launch.memory,
         vcpus: launch.cpus,
@@ -151,12 +166,32 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
         kvm: Some(kvm),
         disks,
         cdrom,
+        nics,
         boot_device: launch
             .boot_device
             .as_deref()
             .and_then(BootDevice::from_name),
     })
     .map_err(|e| einval(e.to_string()))
+}
+
+/// What a virtio-net device calls with each DHCP request the guest sends.
+type LocalResponder = Box<dyn FnMut(&[u8]) -> Option<Vec<u8>> + Send>;
+
+/// The built-in DHCP/BOOTP server of a local NIC (F-NET-11), answering inside this process.
+fn dhcp_responder(guest_mac: [u8; 6], d: DhcpLaunch) -> LocalResponder {
+    Box::new(move |frame| {
+        let ctx = net::dhcp::DhcpContext {
+            guest_mac,
+            host_mac: d.host_mac,
+            addrs: net::local::LocalInet {
+                host: d.host,
+                guest: d.guest,
+            },
+            netboot: d.netboot.as_deref(),
+        };
+        net::dhcp::respond(frame, &ctx)
+    })
 }
 
 /// A full console (nobody reading) drops guest output instead of stalling a vCPU.
