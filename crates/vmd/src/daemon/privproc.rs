@@ -140,7 +140,7 @@ fn create_taps(nl: &mut Netlink, taps: &[TapSetup]) -> Result<Vec<(Tap, [u8; 6])
     Ok(made)
 }
 
-/// Description, group, routing domain, local addresses, switch and link state (F-NET-02,
+/// Description, group, switch or routing domain, link state and local addresses (F-NET-02,
 /// F-NET-03, F-NET-08). A switch whose bridge is missing only warns, as vmd does.
 fn configure_tap(nl: &mut Netlink, name: &str, setup: &TapSetup) -> Result<(), String> {
     let e = |e: NetlinkError| e.to_string();
@@ -148,14 +148,23 @@ fn configure_tap(nl: &mut Netlink, name: &str, setup: &TapSetup) -> Result<(), S
     if let Some(g) = &setup.group {
         nl.set_group(name, netlink::group_number(g)).map_err(e)?;
     }
-    if let Some(r) = setup.rdomain {
+    // A Linux link has one master: a tap in a switch routes through its bridge (whose own
+    // rdomain is the switch's), so the NIC's rdomain applies only to a tap on its own.
+    let bridged = match &setup.bridge {
+        Some(bridge) => match nl.check_bridge(bridge) {
+            Ok(_) => {
+                nl.set_master(name, Some(bridge)).map_err(e)?;
+                true
+            }
+            Err(err) => {
+                log_warn!("{name}: not attached to {bridge}: {err}");
+                false
+            }
+        },
+        None => false,
+    };
+    if let (Some(r), false) = (setup.rdomain, bridged) {
         nl.set_rdomain(name, r).map_err(e)?;
-    }
-    if let Some(bridge) = &setup.bridge {
-        match nl.check_bridge(bridge) {
-            Ok(_) => nl.set_master(name, Some(bridge)).map_err(e)?,
-            Err(err) => log_warn!("{name}: not attached to {bridge}: {err}"),
-        }
     }
     nl.set_up(name, setup.up).map_err(e)?;
     for (addr, len) in &setup.local {
