@@ -226,8 +226,8 @@ fn linux_writes_through_a_qcow2_overlay_and_the_base_stays_untouched() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An `/init` that lists the block devices, reads the payload sector of the CD-ROM and tries
-/// to write to it. (Through a file, not a pipe into `head`: busybox there sometimes takes a
+/// An `/init` that lists the block devices and the entropy source, reads the payload sector
+/// of the CD-ROM and tries to write to it. (Through a file, not a pipe into `head`: busybox there sometimes takes a
 /// general protection fault on this PVM host.)
 const CDROM_INIT: &str = r#"#!/bin/sh
 export PATH=/bin
@@ -236,6 +236,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo GUEST-BOOT-OK
 echo "GUEST-BLOCK:" $(ls /sys/block)
+echo "GUEST-RNG $(cat /sys/class/misc/hw_random/rng_current)"
 busybox dd if=/dev/sr0 of=/tmp/sector bs=2048 skip=24 count=1 2>/dev/null
 echo "GUEST-CDROM $(busybox head -c 20 /tmp/sector)"
 echo x | busybox dd of=/dev/sr0 bs=2048 seek=30 conv=notrunc 2>/dev/null
@@ -244,7 +245,7 @@ poweroff -f
 "#;
 
 /// Linux's virtio-scsi and sr drivers find the CD-ROM (F-HW-14), read an ISO sector through
-/// it, and cannot write to it.
+/// it, and cannot write to it; its virtio-rng driver is the entropy source (F-HW-11).
 #[test]
 fn linux_reads_the_iso_on_the_virtio_scsi_cdrom() {
     let Some(kit) = guest_dir() else { return };
@@ -267,6 +268,10 @@ fn linux_reads_the_iso_on_the_virtio_scsi_cdrom() {
     let mut vm = Vmm::spawn(cmd).unwrap();
     let block = vm.expect_line("GUEST-BLOCK", LINE).unwrap();
     assert!(block.split_whitespace().any(|d| d == "sr0"), "{block}");
+    assert_eq!(
+        vm.expect_line("GUEST-RNG", LINE).unwrap(),
+        "GUEST-RNG virtio_rng.0"
+    );
     assert_eq!(
         vm.expect_line("GUEST-CDROM", LINE).unwrap(),
         "GUEST-CDROM VMD-CDROM-PAYLOAD-26"
