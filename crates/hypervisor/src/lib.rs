@@ -23,6 +23,7 @@ mod vm;
 pub use boot::{BootImage, BootKind};
 pub use disk::DiskBackend;
 pub use error::Error;
+pub use pci::CdromImage;
 pub use platform::BootDevice;
 pub use vcpu::ExitReason;
 pub use vm::{NicConfig, ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};

@@ -45,7 +45,15 @@ pub struct BusDevices {
     /// One virtio-net each.
     pub nics: Vec<crate::NicConfig>,
     /// The virtio-scsi CD-ROM's ISO image.
-    pub cdrom: Option<File>,
+    pub cdrom: Option<CdromImage>,
+}
+
+/// An ISO image for the CD-ROM and the name errors call it by.
+pub struct CdromImage {
+    /// Opened read-only.
+    pub file: File,
+    /// Its path, for messages.
+    pub name: String,
 }
 
 /// MSI-X messages go straight to KVM (KVM_SIGNAL_MSI), so no GSI routes are needed.
@@ -158,9 +166,9 @@ pub fn build(
     }
     let cdrom_index = cdrom.is_some().then_some(devices.len());
     if let Some(iso) = cdrom {
-        let scsi = Scsi::new(iso).map_err(|e| Error::Device {
+        let scsi = Scsi::new(iso.file).map_err(|e| Error::Device {
             what: "cdrom",
-            reason: e.to_string(),
+            reason: format!("{}: {e}", iso.name),
         })?;
         devices.push(Arc::new(Mutex::new(scsi)));
     }

@@ -91,7 +91,7 @@ pub struct VmConfig {
     /// Disk images, one virtio-blk device each (at most four).
     pub disks: Vec<Box<dyn disk::BlockBackend>>,
     /// ISO image for the virtio-scsi CD-ROM (read-only).
-    pub cdrom: Option<std::fs::File>,
+    pub cdrom: Option<crate::pci::CdromImage>,
     /// Network interfaces, one virtio-net device each.
     pub nics: Vec<NicConfig>,
     /// The device a BIOS boots from; `None` boots the first disk, then the CD-ROM.

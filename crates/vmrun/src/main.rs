@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hypervisor::{boot, BootDevice, BootImage, ExitReason, Vm, VmConfig};
+use hypervisor::{boot, BootDevice, BootImage, CdromImage, ExitReason, Vm, VmConfig};
 
 mod signals;
 mod size;
@@ -117,7 +117,13 @@ fn run(args: Args) -> Result<ExitReason, String> {
         .iter()
         .map(|d| open_disk(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let cdrom = args.iso.as_ref().map(open).transpose()?;
+    let cdrom = match &args.iso {
+        Some(p) => Some(CdromImage {
+            file: open(p)?,
+            name: p.display().to_string(),
+        }),
+        None => None,
+    };
     let memory =
         size::parse(&args.memory).map_err(|e| format!("memory size {:?}: {e}", args.memory))?;
     let name = args.boot.display().to_string();

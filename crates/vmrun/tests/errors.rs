@@ -148,3 +148,14 @@ fn unemulatable_instruction_is_a_crash_with_its_bytes() {
     assert!(err.contains("KVM_EXIT_INTERNAL_ERROR"), "{err}");
     assert!(err.contains("instruction bytes: 0f ae 2e 00 00"), "{err}");
 }
+
+/// An ISO that is not one (F-HW-14, issue 5 "Bad input"): refused at start, naming the file.
+#[test]
+fn a_cdrom_image_that_is_not_an_iso_is_refused() {
+    let not_iso = Scratch::new("not.iso", &[0x5a; 64 * 1024]);
+    let out = vmrun(&["-b", path(&guest(Guest::Pvh)), "-r", path(&not_iso.0)]);
+    assert_error(&out, &[path(&not_iso.0), "not an ISO 9660 image"]);
+    let empty = Scratch::new("empty.iso", b"");
+    let out = vmrun(&["-b", path(&guest(Guest::Pvh)), "-r", path(&empty.0)]);
+    assert_error(&out, &[path(&empty.0), "empty"]);
+}

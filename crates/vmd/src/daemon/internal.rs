@@ -77,7 +77,7 @@ pub struct DhcpLaunch {
 
 /// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
 /// the boot image, the initrd (if `has_initrd`), the console pty master, every image of
-/// every disk (each disk's chain top first), the CD-ROM image (if `has_cdrom`), then one tap
+/// every disk (each disk's chain top first), the CD-ROM image (if `cdrom`), then one tap
 /// per NIC.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
@@ -97,8 +97,8 @@ pub struct Launch {
     pub cmdline: String,
     /// Disks, each a chain of images.
     pub disks: Vec<Vec<DiskImage>>,
-    /// Whether a CD-ROM image fd is attached.
-    pub has_cdrom: bool,
+    /// Path of the CD-ROM image, whose fd is attached, for messages.
+    pub cdrom: Option<String>,
     /// NICs, one tap fd each.
     pub nics: Vec<NicLaunch>,
     /// `boot device` / `vmctl start -B`: `disk`, `cdrom` or `net`.

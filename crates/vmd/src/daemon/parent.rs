@@ -695,7 +695,7 @@ impl Parent {
             has_initrd: initrd.is_some(),
             cmdline: plan.cmdline.clone().unwrap_or_default(),
             disks,
-            has_cdrom: plan.cdrom.is_some(),
+            cdrom: plan.cdrom.as_ref().map(|p| p.display().to_string()),
             nics,
             boot_device: plan.boot_device.map(|d| {
                 match d {

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use disk::ChainImage;
 use hypervisor::{
-    boot, BootDevice, BootImage, ExitReason, NicConfig, ShutdownPath, Vm, VmConfig, VmHandle,
+    boot, BootDevice, BootImage, CdromImage, ExitReason, NicConfig, ShutdownPath, Vm, VmConfig,
+    VmHandle,
 };
 use ipc::Channel;
 use kvm_ioctls::Kvm;
@@ -87,7 +88,7 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
     let expected = 3
         + usize::from(launch.has_initrd)
         + images
-        + usize::from(launch.has_cdrom)
+        + usize::from(launch.cdrom.is_some())
         + launch.nics.len();
     if fds.len() != expected {
         return Err((
@@ -137,10 +138,12 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
         })?;
         disks.push(backend);
     }
-    let cdrom = if launch.has_cdrom {
-        Some(File::from(next()?))
-    } else {
-        None
+    let cdrom = match &launch.cdrom {
+        Some(name) => Some(CdromImage {
+            file: File::from(next()?),
+            name: name.clone(),
+        }),
+        None => None,
     };
     let mut nics = Vec::with_capacity(launch.nics.len());
     for nic in &launch.nics {
