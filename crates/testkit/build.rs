@@ -31,7 +31,7 @@ const CFLAGS: &[&str] = &[
 ];
 
 /// The C core and its drivers, linked into every 64-bit guest after its entry stub.
-const CORE: &[&str] = &["boot64.S", "core.c", "pci.c", "virtio.c"];
+const CORE: &[&str] = &["boot64.S", "core.c", "pci.c", "virtio.c", "net.c"];
 
 /// An entry stub followed by [`CORE`].
 fn with_core(entry: &'static str) -> Vec<&'static str> {

@@ -745,6 +745,8 @@ void cmain(u32 kind, u64 arg)
 		test_blk(cl);
 	if (cmdline_find(cl, "cdrom"))
 		test_cdrom();
+	if (cmdline_find(cl, "dhcp") || cmdline_find(cl, "ip="))
+		test_net(cl);
 	if (cmdline_find(cl, "vmmci"))
 		test_vmmci();
 	do_exit(cl);

@@ -38,11 +38,12 @@ u64 acpi_table(const char *sig);
 void do_poweroff(void);
 void do_reboot(void);
 
-/* Tests of the command-line words (pci.c, virtio.c). */
+/* Tests of the command-line words (pci.c, virtio.c, net.c). */
 void test_pci(void);
 void test_rng(void);
 void test_blk(const char *cl);
 void test_cdrom(void);
+void test_net(const char *cl);
 void test_vmmci(void);
 
 #endif

@@ -1,9 +1,10 @@
 /*
  * Small polled virtio-pci drivers: block (modern and legacy interface),
- * entropy, SCSI CD-ROM and OpenBSD's vmmci. No interrupts: requests are
- * one descriptor chain at a time and the driver watches the used ring.
- * One queue is in use at a time, in `ring_mem`; each test resets its device
- * when done so the device lets go of the memory.
+ * entropy, SCSI CD-ROM and OpenBSD's vmmci, and the plumbing net.c shares
+ * (virtio.h). No interrupts: requests are one descriptor chain at a time
+ * and the driver watches the used ring. The tests here use one queue at a
+ * time, in `ring_mem`; each test resets its device when done so the device
+ * lets go of the memory.
  *
  * Legacy interface: virtio 0.9.5 registers in I/O BAR 0, queue given as a
  * page frame number with the 4 KiB-aligned used ring. Modern interface:
@@ -12,8 +13,8 @@
  */
 #include "core.h"
 #include "pci.h"
+#include "virtio.h"
 
-#define VIRTIO_VENDOR 0x1af4
 #define OPENBSD_VENDOR 0x0b5d
 #define VMMCI_DEVICE 0x0777
 /* Transitional PCI device ids, and the modern-only ones (0x1040 + device type). */
@@ -66,46 +67,18 @@
 #define CAP_NOTIFY 2
 #define CAP_DEVICE 4
 
-#define DESC_F_NEXT 1
-#define DESC_F_WRITE 2
 #define AVAIL_F_NO_INTERRUPT 1
 /* Modern queues are set up at most this big; legacy ones are always the device's maximum. */
 #define MODERN_QUEUE_SIZE 16
 /* Seconds a request may take. */
 #define REQUEST_TIMEOUT 5
 
-/* One device, through one of its two interfaces. */
-struct vdev {
-	int legacy;
-	u16 io;
-	u64 common, devcfg, notify;
-	u32 notify_mul;
-};
-
-struct desc {
-	u64 addr;
-	u32 len;
-	u16 flags, next;
-};
-
-struct used_elem {
-	u32 id, len;
-};
-
-struct vq {
-	struct vdev *dev;
-	u16 index, size, notify_off, avail_idx, last_used;
-	volatile struct desc *desc;
-	volatile u16 *avail; /* flags, idx, ring[size] */
-	volatile u16 *used;  /* flags, idx, then struct used_elem[size] */
-};
-
-/* The rings of the queue in use: room for a legacy queue of 256 entries. */
-static u8 ring_mem[3 * 4096] __attribute__((aligned(4096)));
+/* The rings of the queue in use by the tests of this file. */
+static u8 ring_mem[VQ_RING_BYTES] __attribute__((aligned(4096)));
 
 static u8 get_status(struct vdev *d) { return d->legacy ? inb(d->io + L_STATUS) : rd8(d->common + C_STATUS); }
 
-static void set_status(struct vdev *d, u8 s)
+void set_status(struct vdev *d, u8 s)
 {
 	if (d->legacy)
 		outb(d->io + L_STATUS, s);
@@ -114,6 +87,8 @@ static void set_status(struct vdev *d, u8 s)
 }
 
 static u32 cfg32(struct vdev *d, u32 off) { return d->legacy ? inl((u16)(d->io + L_CONFIG + off)) : rd32(d->devcfg + off); }
+
+u8 cfg8(struct vdev *d, u32 off) { return d->legacy ? inb((u16)(d->io + L_CONFIG + off)) : rd8(d->devcfg + off); }
 
 static const char *open_legacy(struct vdev *d, u32 df)
 {
@@ -190,8 +165,8 @@ static const char *negotiate(struct vdev *d, u64 want, u64 *got)
 	return 0;
 }
 
-/* Queue `index` in ring_mem, laid out the legacy way (the modern interface takes any layout). */
-static const char *vq_setup(struct vdev *d, struct vq *q, u16 index)
+/* Queue `index` in `mem` (VQ_RING_BYTES), laid out the legacy way (the modern interface takes any layout). */
+static const char *vq_setup(struct vdev *d, struct vq *q, u16 index, u8 *mem)
 {
 	u16 size;
 	if (d->legacy) {
@@ -205,9 +180,9 @@ static const char *vq_setup(struct vdev *d, struct vq *q, u16 index)
 	}
 	if (!size)
 		return "no-queue";
-	u64 desc = (u64)ring_mem, avail = desc + 16UL * size;
+	u64 desc = (u64)mem, avail = desc + 16UL * size;
 	u64 used = (avail + 6 + 2UL * size + LEGACY_ALIGN - 1) & ~(u64)(LEGACY_ALIGN - 1);
-	if (used + 6 + 8UL * size > desc + sizeof(ring_mem))
+	if (used + 6 + 8UL * size > desc + VQ_RING_BYTES)
 		return "queue-too-big";
 	q->dev = d;
 	q->index = index;
@@ -237,8 +212,8 @@ static const char *vq_setup(struct vdev *d, struct vq *q, u16 index)
 	return 0;
 }
 
-/* Open function `df` (or print " none"), negotiate, set up queue `queue` if `q`, set DRIVER_OK. Prints " failed <step>" and ends the line on failure. */
-static int start(struct vdev *d, int df, int legacy, u64 want, u64 *got, struct vq *q, u16 queue)
+int virtio_start(struct vdev *d, int df, int legacy, u64 want, u64 *got, struct vq *qs, const u16 *idx,
+		 u8 *const *rings, u32 n)
 {
 	if (df < 0) {
 		puts(" none\n");
@@ -247,8 +222,8 @@ static int start(struct vdev *d, int df, int legacy, u64 want, u64 *got, struct 
 	const char *err = legacy ? open_legacy(d, (u32)df) : open_modern(d, (u32)df);
 	if (!err) {
 		err = negotiate(d, want, got);
-		if (!err && q)
-			err = vq_setup(d, q, queue);
+		for (u32 i = 0; !err && i < n; i++)
+			err = vq_setup(d, &qs[i], idx[i], rings[i]);
 		if (!err) {
 			set_status(d, get_status(d) | S_DRIVER_OK);
 			if (get_status(d) & S_NEEDS_RESET)
@@ -265,7 +240,14 @@ static int start(struct vdev *d, int df, int legacy, u64 want, u64 *got, struct 
 	return -1;
 }
 
-static void vq_desc(struct vq *q, u32 i, const volatile void *buf, u32 len, u16 flags)
+/* virtio_start() with at most one queue, `queue`, in ring_mem (none if `q` is 0). */
+static int start(struct vdev *d, int df, int legacy, u64 want, u64 *got, struct vq *q, u16 queue)
+{
+	u8 *const rings[1] = {ring_mem};
+	return virtio_start(d, df, legacy, want, got, q, &queue, rings, q ? 1 : 0);
+}
+
+void vq_desc(struct vq *q, u32 i, const volatile void *buf, u32 len, u16 flags)
 {
 	q->desc[i].addr = (u64)buf;
 	q->desc[i].len = len;
@@ -273,30 +255,50 @@ static void vq_desc(struct vq *q, u32 i, const volatile void *buf, u32 len, u16 
 	q->desc[i].next = 0;
 }
 
-/* Hands descriptors 0..n-1 over as one chain and waits for it: the used length, or -1 on timeout. */
-static long vq_run(struct vq *q, u32 n)
+void vq_offer(struct vq *q, u16 head)
 {
-	for (u32 i = 0; i + 1 < n; i++) {
-		q->desc[i].flags |= DESC_F_NEXT;
-		q->desc[i].next = (u16)(i + 1);
-	}
-	q->avail[2 + q->avail_idx % q->size] = 0;
+	q->avail[2 + q->avail_idx % q->size] = head;
 	barrier();
 	q->avail[1] = ++q->avail_idx;
 	barrier();
+}
+
+void vq_notify(struct vq *q)
+{
 	struct vdev *d = q->dev;
 	if (d->legacy)
 		outw(d->io + L_QUEUE_NOTIFY, q->index);
 	else
 		wr16(d->notify + (u64)q->notify_off * d->notify_mul, q->index);
-	struct deadline dl;
-	deadline_start(&dl, REQUEST_TIMEOUT);
-	while (q->used[1] == q->last_used)
-		if (deadline_passed(&dl))
-			return -1;
+}
+
+int vq_take(struct vq *q, u32 *head, u32 *len)
+{
+	if (q->used[1] == q->last_used)
+		return 0;
 	barrier();
 	volatile struct used_elem *ring = (volatile struct used_elem *)(q->used + 2);
-	return ring[q->last_used++ % q->size].len;
+	volatile struct used_elem *e = &ring[q->last_used++ % q->size];
+	*head = e->id;
+	*len = e->len;
+	return 1;
+}
+
+long vq_run(struct vq *q, u32 n)
+{
+	for (u32 i = 0; i + 1 < n; i++) {
+		q->desc[i].flags |= DESC_F_NEXT;
+		q->desc[i].next = (u16)(i + 1);
+	}
+	vq_offer(q, 0);
+	vq_notify(q);
+	struct deadline dl;
+	deadline_start(&dl, REQUEST_TIMEOUT);
+	u32 head, len;
+	while (!vq_take(q, &head, &len))
+		if (deadline_passed(&dl))
+			return -1;
+	return len;
 }
 
 /* ---- virtio-blk ---- */

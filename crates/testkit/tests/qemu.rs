@@ -357,3 +357,78 @@ fn pvh_virtio_drivers() {
         assert_eq!(data[at..at + SECTOR_SIZE], blk_pattern(iface), "{iface}");
     }
 }
+
+/// The polled virtio-net driver against QEMU's: a DHCP lease from slirp, a ping of its
+/// gateway and a spoofed ping (slirp filters nothing), then two guests joined by a socket
+/// netdev pinging each other with static addresses.
+#[test]
+fn pvh_virtio_net() {
+    if skip() {
+        return;
+    }
+    let nic = |netdev: &str, mac: &str| {
+        [
+            "-netdev".to_string(),
+            format!("{netdev},id=n0"),
+            "-device".to_string(),
+            format!("virtio-net-pci,netdev=n0,romfile=,mac={mac}"),
+        ]
+    };
+    let mut cmd = Boot::kernel(guest(Guest::Pvh))
+        .cmdline("dhcp spoof")
+        .qemu_command();
+    cmd.args(nic("user", "52:54:00:12:34:56"));
+    let mut vm = Vmm::spawn(cmd).unwrap();
+    assert_eq!(
+        vm.expect_line("NET", BOOT).unwrap(),
+        "NET mac 52:54:00:12:34:56 lease 10.0.2.15 router 10.0.2.2 mask 255.255.255.0"
+    );
+    assert_eq!(
+        vm.expect_line("NET ping", STEP).unwrap(),
+        "NET ping 10.0.2.2 ok"
+    );
+    assert_eq!(
+        vm.expect_line("NET spoof", STEP).unwrap(),
+        "NET spoof 52:54:00:12:34:d6"
+    );
+    assert_eq!(
+        vm.expect_line("NET spoof ping", STEP).unwrap(),
+        "NET spoof ping ok"
+    );
+    vm.expect_line("DONE", STEP).unwrap();
+    assert!(vm.wait_exit(STEP).unwrap().success());
+
+    // A free port for the first guest's QEMU to listen on, the second connects.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peer = |me: u8, other: u8, netdev: String| {
+        let mut cmd = Boot::kernel(guest(Guest::Pvh))
+            .cmdline(format!("ip=10.9.0.{me} peer=10.9.0.{other}"))
+            .qemu_command();
+        cmd.args(nic(&netdev, &format!("52:54:00:00:00:0{me}")));
+        Vmm::spawn(cmd).unwrap()
+    };
+    let mut a = peer(1, 2, format!("socket,listen=127.0.0.1:{port}"));
+    // QEMU listens before the guest runs.
+    a.expect_line("BOOT", BOOT).unwrap();
+    let mut b = peer(2, 1, format!("socket,connect=127.0.0.1:{port}"));
+    for (vm, me, other) in [(&mut a, 1, 2), (&mut b, 2, 1)] {
+        assert_eq!(
+            vm.expect_line("NET", BOOT).unwrap(),
+            format!("NET mac 52:54:00:00:00:0{me} ip 10.9.0.{me}")
+        );
+        assert_eq!(
+            vm.expect_line("NET ping", BOOT).unwrap(),
+            format!("NET ping 10.9.0.{other} ok")
+        );
+    }
+    for vm in [&mut a, &mut b] {
+        let served = vm.expect_line("NET served", STEP).unwrap();
+        assert_ne!(served, "NET served 0");
+        vm.expect_line("DONE", STEP).unwrap();
+        assert!(vm.wait_exit(STEP).unwrap().success());
+    }
+}
