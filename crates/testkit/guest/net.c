@@ -1,14 +1,16 @@
 /*
- * Polled virtio-net (modern interface) and just enough IPv4 on top for the
- * `dhcp`, `ip=`/`peer=` and `spoof` tests: a DHCP client (DISCOVER, OFFER,
- * REQUEST, ACK), ARP requests and replies both ways, ICMP echo both ways.
+ * Polled virtio-net (modern interface, or legacy with `netlegacy`) and
+ * just enough IPv4 on top for the `dhcp`, `ip=`/`peer=` and `spoof` tests:
+ * a DHCP client (DISCOVER, OFFER, REQUEST, ACK), ARP requests and replies
+ * both ways, ICMP echo both ways.
  *
  * The receive queue keeps RX_BUFS single-buffer chains posted and each is
  * offered again once read; the transmit queue sends one frame at a time
  * (vq_run). No MRG_RXBUF, no offloads: the header in front of every frame
- * is the 12-byte virtio_net_hdr_v1, all zero on transmit. Every wait polls
- * the receive ring and answers ARP and ICMP echo requests for the guest's
- * address meanwhile, so two guests on one bridge can ping each other.
+ * is the 12-byte virtio_net_hdr_v1 (modern) or the 10-byte legacy
+ * virtio_net_hdr, all zero on transmit. Every wait polls the receive ring
+ * and answers ARP and ICMP echo requests for the guest's address
+ * meanwhile, so two guests on one bridge can ping each other.
  */
 #include "core.h"
 #include "pci.h"
@@ -20,8 +22,9 @@
 #define NET_F_STATUS (1UL << 16)
 #define RX_QUEUE 0
 #define TX_QUEUE 1
-/* virtio_net_hdr_v1: what a modern driver puts in front of every frame. */
+/* virtio_net_hdr_v1 in front of every frame on the modern interface; without num_buffers on the legacy one (no MRG_RXBUF). */
 #define NET_HDR 12
+#define NET_HDR_LEGACY 10
 #define RX_BUFS 16
 #define BUF_BYTES 2048
 #define CFG_MAC 0
@@ -81,6 +84,7 @@ static struct {
 	struct vq q[2]; /* RX_QUEUE, TX_QUEUE */
 	u8 mac[ETH_ALEN]; /* the device's, from its configuration */
 	u8 src[ETH_ALEN]; /* what frames are sent from (`spoof` changes it) */
+	u32 hdr;          /* NET_HDR or NET_HDR_LEGACY */
 	u32 ip;           /* 0 until leased or configured */
 	u16 ip_id;
 	/* ARP: the address being resolved, and its MAC once seen. */
@@ -182,8 +186,8 @@ static u32 parse_ip(const char *s)
 /* The Ethernet header at the start of the transmit frame; returns what follows it. */
 static u8 *eth_out(const u8 *dst, u32 type)
 {
-	u8 *f = tx_buf + NET_HDR;
-	memset(tx_buf, 0, NET_HDR);
+	u8 *f = tx_buf + net.hdr;
+	memset(tx_buf, 0, net.hdr);
 	memcpy(f, dst, ETH_ALEN);
 	memcpy(f + ETH_ALEN, net.src, ETH_ALEN);
 	put16(f + 12, type);
@@ -195,10 +199,10 @@ static void eth_send(u32 len)
 {
 	len += ETH_HDR;
 	if (len < ETH_MIN) {
-		memset(tx_buf + NET_HDR + len, 0, ETH_MIN - len);
+		memset(tx_buf + net.hdr + len, 0, ETH_MIN - len);
 		len = ETH_MIN;
 	}
-	vq_desc(&net.q[TX_QUEUE], 0, tx_buf, NET_HDR + len, 0);
+	vq_desc(&net.q[TX_QUEUE], 0, tx_buf, net.hdr + len, 0);
 	vq_run(&net.q[TX_QUEUE], 1);
 }
 
@@ -401,8 +405,8 @@ static void net_poll(void)
 {
 	u32 head, len, n = 0;
 	while (vq_take(&net.q[RX_QUEUE], &head, &len)) {
-		if (head < RX_BUFS && len > NET_HDR && len <= BUF_BYTES)
-			frame_in(rx_bufs[head] + NET_HDR, len - NET_HDR);
+		if (head < RX_BUFS && len > net.hdr && len <= BUF_BYTES)
+			frame_in(rx_bufs[head] + net.hdr, len - net.hdr);
 		vq_offer(&net.q[RX_QUEUE], (u16)head);
 		n++;
 	}
@@ -522,7 +526,7 @@ static void serve(void)
 }
 
 /*
- * The first virtio-net, modern interface: its MAC, then a DHCP lease and a
+ * The first virtio-net, modern interface (legacy with `netlegacy`): its MAC, then a DHCP lease and a
  * ping of the router (`dhcp`), or a static address and a ping of `peer=`
  * (`ip=`), then the spoofed ping (`spoof`) and, with a static address,
  * serving the peer for a while. Resets the device when done.
@@ -533,10 +537,12 @@ void test_net(const char *cl)
 	u8 *const rings[2] = {net_rings[0], net_rings[1]};
 	u64 features;
 	const char *ip_arg = cmdline_find(cl, "ip="), *peer_arg = cmdline_find(cl, "peer=");
+	int legacy = cmdline_find(cl, "netlegacy") != 0;
 	puts("NET");
-	if (virtio_start(&net.dev, pci_find(VIRTIO_VENDOR, NET_DEVICE, NET_DEVICE_MODERN, 0), 0,
+	if (virtio_start(&net.dev, pci_find(VIRTIO_VENDOR, NET_DEVICE, NET_DEVICE_MODERN, 0), legacy,
 			 NET_F_MAC | NET_F_STATUS, &features, net.q, idx, rings, 2))
 		return;
+	net.hdr = legacy ? NET_HDR_LEGACY : NET_HDR;
 	for (int i = 0; i < ETH_ALEN; i++)
 		net.mac[i] = cfg8(&net.dev, CFG_MAC + i);
 	memcpy(net.src, net.mac, ETH_ALEN);
@@ -545,7 +551,7 @@ void test_net(const char *cl)
 		vq_offer(&net.q[RX_QUEUE], i);
 	}
 	vq_notify(&net.q[RX_QUEUE]);
-	puts(" mac ");
+	puts(legacy ? " legacy mac " : " mac ");
 	put_mac(net.mac);
 	u32 target;
 	int tries = STEP_TRIES;

@@ -360,7 +360,7 @@ fn pvh_virtio_drivers() {
 
 /// The polled virtio-net driver against QEMU's: a DHCP lease from slirp, a ping of its
 /// gateway and a spoofed ping (slirp filters nothing), then two guests joined by a socket
-/// netdev pinging each other with static addresses.
+/// netdev pinging each other with static addresses, one through the legacy interface.
 #[test]
 fn pvh_virtio_net() {
     if skip() {
@@ -404,9 +404,11 @@ fn pvh_virtio_net() {
         .local_addr()
         .unwrap()
         .port();
+    // The second through the legacy interface.
     let peer = |me: u8, other: u8, netdev: String| {
+        let legacy = if me == 2 { " netlegacy" } else { "" };
         let mut cmd = Boot::kernel(guest(Guest::Pvh))
-            .cmdline(format!("ip=10.9.0.{me} peer=10.9.0.{other}"))
+            .cmdline(format!("ip=10.9.0.{me} peer=10.9.0.{other}{legacy}"))
             .qemu_command();
         cmd.args(nic(&netdev, &format!("52:54:00:00:00:0{me}")));
         Vmm::spawn(cmd).unwrap()
@@ -415,10 +417,10 @@ fn pvh_virtio_net() {
     // QEMU listens before the guest runs.
     a.expect_line("BOOT", BOOT).unwrap();
     let mut b = peer(2, 1, format!("socket,connect=127.0.0.1:{port}"));
-    for (vm, me, other) in [(&mut a, 1, 2), (&mut b, 2, 1)] {
+    for (vm, iface, me, other) in [(&mut a, "", 1, 2), (&mut b, "legacy ", 2, 1)] {
         assert_eq!(
             vm.expect_line("NET", BOOT).unwrap(),
-            format!("NET mac 52:54:00:00:00:0{me} ip 10.9.0.{me}")
+            format!("NET {iface}mac 52:54:00:00:00:0{me} ip 10.9.0.{me}")
         );
         assert_eq!(
             vm.expect_line("NET ping", BOOT).unwrap(),
