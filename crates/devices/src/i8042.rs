@@ -6,8 +6,11 @@
 //! drivers conclude nothing is attached. There is no IRQ 1: nothing here ever produces
 //! unsolicited data, and controller command answers are polled.
 
+use serde::{Deserialize, Serialize};
+
 use crate::bus::{read_bytes, write_bytes, BusDevice};
 use crate::exit::{ExitRequest, ExitSignal};
+use crate::state::StateError;
 
 /// The data port.
 pub const I8042_DATA_PORT: u16 = 0x60;
@@ -197,6 +200,73 @@ impl I8042 {
     }
 }
 
+/// The controller's registers, for a snapshot ([`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct I8042State {
+    pub ctr: u8,
+    pub output_port: u8,
+    /// The unread output byte and whether it came from the AUX side.
+    pub obuf: Option<(u8, bool)>,
+    /// The command whose data byte the controller waits for (`0x60`, `0xd1`-`0xd4`).
+    pub pending: Option<u8>,
+    pub last_was_command: bool,
+}
+
+impl Pending {
+    fn command(self) -> Option<u8> {
+        match self {
+            Pending::None => None,
+            Pending::WriteCtr => Some(CMD_WRITE_CTR),
+            Pending::WriteOutput => Some(CMD_WRITE_OUTPUT),
+            Pending::WriteKbdObuf => Some(CMD_WRITE_KBD_OBUF),
+            Pending::WriteAuxObuf => Some(CMD_WRITE_AUX_OBUF),
+            Pending::WriteAux => Some(CMD_WRITE_AUX),
+        }
+    }
+
+    fn from_command(cmd: Option<u8>) -> Option<Self> {
+        Some(match cmd {
+            None => Pending::None,
+            Some(CMD_WRITE_CTR) => Pending::WriteCtr,
+            Some(CMD_WRITE_OUTPUT) => Pending::WriteOutput,
+            Some(CMD_WRITE_KBD_OBUF) => Pending::WriteKbdObuf,
+            Some(CMD_WRITE_AUX_OBUF) => Pending::WriteAuxObuf,
+            Some(CMD_WRITE_AUX) => Pending::WriteAux,
+            Some(_) => return None,
+        })
+    }
+}
+
+impl I8042 {
+    /// The guest-visible state.
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            ctr: self.ctr,
+            output_port: self.output_port,
+            obuf: self.obuf,
+            pending: self.pending.command(),
+            last_was_command: self.last_was_command,
+        }
+    }
+
+    /// Load `s`. Restoring a cleared reset line does not reset the VM: only a guest write
+    /// pulses it.
+    pub fn restore(&mut self, s: &I8042State) -> Result<(), StateError> {
+        let pending = Pending::from_command(s.pending).ok_or_else(|| {
+            StateError::new(
+                "i8042",
+                format!("no command {:#04x?} takes a data byte", s.pending),
+            )
+        })?;
+        self.ctr = s.ctr;
+        self.output_port = s.output_port;
+        self.obuf = s.obuf;
+        self.pending = pending;
+        self.last_was_command = s.last_was_command;
+        Ok(())
+    }
+}
+
 impl BusDevice for I8042 {
     // Wide accesses split into byte accesses at consecutive ports, as on the ISA bus.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
@@ -236,6 +306,26 @@ mod tests {
         let mut b = [0];
         k.read(DATA, &mut b);
         Some(b[0])
+    }
+
+    #[test]
+    fn state_round_trips_and_an_unknown_pending_command_is_refused() {
+        let (mut k, exit) = kbc();
+        command(&mut k, CMD_READ_CTR);
+        command(&mut k, CMD_WRITE_OUTPUT);
+        let state = k.state();
+        assert_eq!(state.pending, Some(CMD_WRITE_OUTPUT));
+        let (mut other, other_exit) = kbc();
+        other.restore(&state).unwrap();
+        assert_eq!(other.state(), state);
+        assert_eq!(read_answer(&mut other), Some(CTR_DEFAULT));
+        // The pending output-port write carries on: clearing the reset line resets.
+        other.write(DATA, &[0]);
+        assert_eq!(other_exit.pending(), Some(ExitRequest::Reboot));
+        assert_eq!(exit.pending(), None);
+        let mut bad = state;
+        bad.pending = Some(0x42);
+        assert!(other.restore(&bad).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod pci;
 pub mod pm;
 pub mod rtc;
 pub mod serial;
+pub mod state;
 pub mod virtio;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use i8042::I8042;
 pub use pm::AcpiPm;
 pub use rtc::Rtc;
 pub use serial::Serial;
+pub use state::StateError;
 
 #[cfg(test)]
 mod tests {

@@ -15,10 +15,12 @@
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{read_bytes, write_bytes, BusDevice};
 use crate::exit::{ExitRequest, ExitSignal};
+use crate::state::StateError;
 
 /// First port of the block.
 pub const PM_BASE: u16 = 0x600;
@@ -86,6 +88,8 @@ pub struct AcpiPm {
     exit: ExitSignal,
     sci: EventFd,
     clock: MonotonicClock,
+    /// Added to `clock` so that a restored PM timer continues from its recorded value.
+    timer_base: Duration,
 }
 
 impl AcpiPm {
@@ -105,6 +109,7 @@ impl AcpiPm {
             exit,
             sci,
             clock,
+            timer_base: Duration::ZERO,
         }
     }
 
@@ -138,8 +143,13 @@ impl AcpiPm {
         }
     }
 
+    /// Time the PM timer has counted.
+    fn elapsed(&self) -> Duration {
+        self.timer_base.saturating_add((self.clock)())
+    }
+
     fn timer(&self) -> u32 {
-        let ticks = (self.clock)().as_nanos() * u128::from(PM_TIMER_HZ) / NANOS_PER_SEC;
+        let ticks = self.elapsed().as_nanos() * u128::from(PM_TIMER_HZ) / NANOS_PER_SEC;
         // Wrapping is the register's nature; the low 24 bits are all a guest sees.
         (ticks as u32) & PM_TIMER_MASK
     }
@@ -181,6 +191,38 @@ impl AcpiPm {
             // The PM timer is read-only; the rest of the block is unassigned.
             _ => {}
         }
+    }
+}
+
+/// The PM block's registers and timer, for a snapshot ([`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PmState {
+    pub sts: u16,
+    pub en: u16,
+    pub cnt: u16,
+    /// Time the PM timer had counted, in nanoseconds: it continues from there.
+    pub timer_nanos: u64,
+}
+
+impl AcpiPm {
+    /// The guest-visible state.
+    pub fn state(&self) -> PmState {
+        PmState {
+            sts: self.sts,
+            en: self.en,
+            cnt: self.cnt,
+            timer_nanos: u64::try_from(self.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Load `s`. An asserted SCI is asserted again through [`AcpiPm::resample`], which the
+    /// VMM calls once the interrupt controller is restored.
+    pub fn restore(&mut self, s: &PmState) -> Result<(), StateError> {
+        self.sts = s.sts;
+        self.en = s.en & EN_WRITABLE;
+        self.cnt = s.cnt & CNT_STORED;
+        self.timer_base = Duration::from_nanos(s.timer_nanos).saturating_sub((self.clock)());
+        Ok(())
     }
 }
 
@@ -259,6 +301,32 @@ mod tests {
 
     fn pulses(sci: &EventFd) -> u64 {
         sci.read().unwrap_or(0)
+    }
+
+    #[test]
+    fn state_round_trips_and_the_timer_continues() {
+        let mut r = rig();
+        outw(&mut r.pm, EN, PWRBTN);
+        r.pm.press_power_button();
+        r.nanos.store(2_000_000_000, Ordering::SeqCst);
+        let before = inl(&mut r.pm, TMR);
+        let state = r.pm.state();
+        let mut other = rig();
+        other.nanos.store(1_000, Ordering::SeqCst);
+        other.pm.restore(&state).unwrap();
+        assert_eq!(other.pm.state(), state);
+        assert_eq!(inw(&mut other.pm, STS), PWRBTN);
+        assert_eq!(
+            inl(&mut other.pm, TMR),
+            before,
+            "the timer goes on from its value"
+        );
+        other.pm.resample();
+        assert_eq!(
+            pulses(&other.sci),
+            1,
+            "the pending power button asserts the SCI"
+        );
     }
 
     #[test]

@@ -12,9 +12,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{read_bytes, write_bytes, BusDevice};
+use crate::state::{check_len, StateError};
 
 /// First I/O port: the index register; the data register follows it.
 pub const RTC_BASE: u16 = 0x70;
@@ -332,6 +334,42 @@ impl Rtc {
     }
 }
 
+/// The RTC's index register, CMOS bytes and clock offset, for a snapshot
+/// ([`crate::state`]). The clock is kept as an offset from the host's wall clock, so a
+/// restored guest's RTC shows the time of the restore, as a real clock battery would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcState {
+    pub index: u8,
+    /// All [`CMOS_SIZE`] bytes.
+    pub cmos: Vec<u8>,
+    /// Guest time minus host time, in seconds.
+    pub offset: i64,
+    /// Last guest second whose events are in register C.
+    pub last_update: i64,
+}
+
+impl Rtc {
+    /// The guest-visible state.
+    pub fn state(&self) -> RtcState {
+        RtcState {
+            index: self.index,
+            cmos: self.cmos.to_vec(),
+            offset: self.offset,
+            last_update: self.last_update,
+        }
+    }
+
+    /// Load `s` (the memory-size registers come with it, as the guest last saw them).
+    pub fn restore(&mut self, s: &RtcState) -> Result<(), StateError> {
+        check_len("RTC", "CMOS", s.cmos.len(), CMOS_SIZE)?;
+        self.index = s.index & INDEX_MASK;
+        self.cmos.copy_from_slice(&s.cmos);
+        self.offset = s.offset;
+        self.last_update = s.last_update;
+        Ok(())
+    }
+}
+
 impl BusDevice for Rtc {
     // Wide accesses split into byte accesses at consecutive ports, as on the ISA bus; some
     // firmware sets index and data with a single 16-bit OUT.
@@ -526,6 +564,24 @@ mod tests {
             cmos_read(rtc, MINUTES),
             cmos_read(rtc, SECONDS),
         ]
+    }
+
+    #[test]
+    fn state_round_trips_and_a_short_cmos_is_refused() {
+        let (mut rtc, clock) = rtc_at(T0, None);
+        cmos_write(&mut rtc, 0x40, 0xab);
+        cmos_write(&mut rtc, YEAR, 0x27);
+        let state = rtc.state();
+        let (mut other, other_clock) = rtc_at(T0, None);
+        other.restore(&state).unwrap();
+        assert_eq!(other.state(), state);
+        clock.advance(Duration::from_secs(5));
+        other_clock.advance(Duration::from_secs(5));
+        assert_eq!(read_clock(&mut other), read_clock(&mut rtc));
+        assert_eq!(cmos_read(&mut other, 0x40), 0xab);
+        let mut short = state;
+        short.cmos.pop();
+        assert!(other.restore(&short).is_err());
     }
 
     #[test]

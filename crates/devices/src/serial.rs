@@ -13,9 +13,11 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{read_bytes, write_bytes, BusDevice};
+use crate::state::StateError;
 
 /// First I/O port of COM1 (docs/platform.md).
 pub const COM1_BASE: u16 = 0x3f8;
@@ -328,6 +330,66 @@ impl Serial {
     }
 }
 
+/// The UART's registers and unread input, for a snapshot ([`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialState {
+    pub ier: u8,
+    pub lcr: u8,
+    pub mcr: u8,
+    pub scr: u8,
+    pub divisor: u16,
+    pub fifo_enabled: bool,
+    pub thr_interrupt: bool,
+    pub break_pending: bool,
+    pub msr_delta: u8,
+    /// Input the guest has not read yet (at most [`SERIAL_INPUT_CAPACITY`] bytes).
+    pub input: Vec<u8>,
+}
+
+impl Serial {
+    /// The guest-visible state.
+    pub fn state(&self) -> SerialState {
+        SerialState {
+            ier: self.ier,
+            lcr: self.lcr,
+            mcr: self.mcr,
+            scr: self.scr,
+            divisor: self.divisor,
+            fifo_enabled: self.fifo_enabled,
+            thr_interrupt: self.thr_interrupt,
+            break_pending: self.break_pending,
+            msr_delta: self.msr_delta,
+            input: self.input.iter().copied().collect(),
+        }
+    }
+
+    /// Load `s`. A pending interrupt is not raised again: the interrupt controller's own
+    /// state, restored with it, already holds it.
+    pub fn restore(&mut self, s: &SerialState) -> Result<(), StateError> {
+        if s.input.len() > SERIAL_INPUT_CAPACITY {
+            return Err(StateError::new(
+                "serial",
+                format!(
+                    "{} bytes of input, the UART holds {SERIAL_INPUT_CAPACITY}",
+                    s.input.len()
+                ),
+            ));
+        }
+        self.ier = s.ier & IER_MASK;
+        self.lcr = s.lcr;
+        self.mcr = s.mcr & MCR_MASK;
+        self.scr = s.scr;
+        self.divisor = s.divisor;
+        self.fifo_enabled = s.fifo_enabled;
+        self.thr_interrupt = s.thr_interrupt;
+        self.break_pending = s.break_pending;
+        self.msr_delta = s.msr_delta & 0x0f;
+        self.input.clear();
+        self.input.extend(&s.input);
+        Ok(())
+    }
+}
+
 impl BusDevice for Serial {
     // A wide access to an 8-bit ISA device is split by the bus into byte accesses at
     // consecutive ports; do the same.
@@ -610,6 +672,30 @@ mod tests {
         assert_eq!(q, [0xff; 8]);
         s.write(u64::MAX - 1, &[1; 8]);
         s.write(SERIAL_PORT_LEN, &[1]);
+    }
+
+    #[test]
+    fn state_round_trips_and_bad_input_is_refused() {
+        let (mut s, _, _) = uart();
+        outb(&mut s, LCR, LCR_DLAB | LCR_8N1);
+        outb(&mut s, DATA, 1);
+        outb(&mut s, LCR, LCR_8N1);
+        outb(&mut s, IER, IER_RDI | IER_THRI);
+        outb(&mut s, SCR, 0x5a);
+        s.enqueue_input(b"typed");
+        let state = s.state();
+        let (mut t, _, _) = uart();
+        t.restore(&state).unwrap();
+        assert_eq!(t.state(), state);
+        assert_eq!(inb(&mut t, SCR), 0x5a);
+        assert_eq!(inb(&mut t, DATA), b't');
+        let mut big = state.clone();
+        big.input = vec![0; SERIAL_INPUT_CAPACITY + 1];
+        assert!(t.restore(&big).is_err());
+        let mut masked = state;
+        masked.ier = 0xff;
+        t.restore(&masked).unwrap();
+        assert_eq!(inb(&mut t, IER), IER_MASK);
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! A type-0 configuration header with capabilities, write masks and BAR sizing.
 
+use serde::{Deserialize, Serialize};
+
+use crate::state::{check_len, StateError};
+
 /// Bytes of conventional configuration space a device implements. ECAM exposes 4 KiB per
 /// function; the extended part reads as zero, which tells the guest there are no extended
 /// capabilities.
@@ -284,6 +288,69 @@ impl ConfigSpace {
     }
 }
 
+/// Configuration space as the guest left it, for a snapshot ([`crate::state`]): every
+/// register byte and each BAR's committed address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSpaceState {
+    /// All [`CONFIG_SPACE_SIZE`] bytes.
+    pub regs: Vec<u8>,
+    /// The committed address of each of the [`BAR_COUNT`] BARs the function has.
+    pub bars: Vec<Option<u64>>,
+}
+
+impl ConfigSpace {
+    /// The guest-visible state.
+    pub fn state(&self) -> ConfigSpaceState {
+        ConfigSpaceState {
+            regs: self.regs.to_vec(),
+            bars: self.bars.iter().map(|b| b.map(|b| b.addr)).collect(),
+        }
+    }
+
+    /// Load `s` into the configuration space of the same function, freshly built: the bytes a
+    /// guest cannot write (ids, class, capability layout, BAR types) must be the ones this
+    /// function has, and so must its set of BARs.
+    pub fn restore(&mut self, s: &ConfigSpaceState) -> Result<(), StateError> {
+        const WHAT: &str = "PCI configuration space";
+        check_len(WHAT, "registers", s.regs.len(), CONFIG_SPACE_SIZE)?;
+        if s.bars.len() != BAR_COUNT {
+            return Err(StateError::new(
+                WHAT,
+                format!("{} BARs, expected {BAR_COUNT}", s.bars.len()),
+            ));
+        }
+        let foreign =
+            (0..CONFIG_SPACE_SIZE).find(|&o| (self.regs[o] ^ s.regs[o]) & !self.wmask[o] != 0);
+        if let Some(o) = foreign {
+            return Err(StateError::new(
+                WHAT,
+                format!(
+                    "read-only byte {o:#04x} is {:#04x}, this function ({:04x}:{:04x}) has {:#04x}",
+                    s.regs[o],
+                    self.u16_at(VENDOR_ID),
+                    self.u16_at(DEVICE_ID),
+                    self.regs[o]
+                ),
+            ));
+        }
+        for (i, (bar, addr)) in self.bars.iter().zip(&s.bars).enumerate() {
+            if bar.is_some() != addr.is_some() {
+                return Err(StateError::new(
+                    WHAT,
+                    format!("BAR {i} does not match the function's"),
+                ));
+            }
+        }
+        self.regs.copy_from_slice(&s.regs);
+        for (bar, addr) in self.bars.iter_mut().zip(&s.bars) {
+            if let (Some(bar), Some(addr)) = (bar.as_mut(), addr) {
+                bar.addr = *addr;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +413,35 @@ mod tests {
         let mut ext = [0xaa; 4];
         c.read(0x100, &mut ext);
         assert_eq!(ext, [0; 4]);
+    }
+
+    #[test]
+    fn state_round_trips_and_another_function_is_refused() {
+        let mut c = dev();
+        c.write(BAR0, &0xc000u32.to_le_bytes());
+        c.write(COMMAND, &[0x07]);
+        c.write(INTERRUPT_LINE, &[0x0b]);
+        let state = c.state();
+        let mut fresh = dev();
+        fresh.restore(&state).unwrap();
+        assert_eq!(fresh.state(), state);
+        assert_eq!(fresh.bar(0), Some((BarSpace::Io, 0xc000, 0x1000)));
+        assert_eq!(rd32(&fresh, BAR0), 0xc001);
+
+        let mut other = ConfigSpace::new(PciIds {
+            vendor: 0x1af4,
+            device: 0x1005,
+            ..Default::default()
+        });
+        other.add_bar(0, BarSpace::Io, 0x1000);
+        other.add_bar(1, BarSpace::Memory, 0x4000);
+        let err = other.restore(&state).unwrap_err();
+        assert!(err.reason.contains("read-only byte 0x02"), "{err}");
+        let mut short = state.clone();
+        short.regs.truncate(64);
+        assert!(fresh.restore(&short).is_err());
+        let mut bars = state;
+        bars.bars[2] = Some(0x1000);
+        assert!(fresh.restore(&bars).is_err());
     }
 }

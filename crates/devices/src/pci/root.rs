@@ -36,6 +36,21 @@ struct Decode {
     bar: usize,
 }
 
+/// What decides where a device's BARs decode: its command register and BARs.
+struct Decoding {
+    command: u16,
+    bars: [Option<(BarSpace, u64, u64)>; BAR_COUNT],
+}
+
+impl Decoding {
+    fn of(d: &dyn PciDevice) -> Self {
+        Decoding {
+            command: d.config().command(),
+            bars: std::array::from_fn(|b| d.config().bar(b)),
+        }
+    }
+}
+
 /// The root complex of bus 0 with the host bridge in slot 0.
 pub struct PciRoot {
     slots: Vec<Option<SharedPciDevice>>,
@@ -121,30 +136,47 @@ impl PciRoot {
         if offset + data.len() > EXTENDED_CONFIG_SIZE {
             return;
         }
-        let mut moves = Vec::new();
-        let command_changed;
-        {
+        let (before, after) = {
             let mut d = lock(&dev);
-            let before: Vec<_> = (0..BAR_COUNT).map(|b| d.config().bar(b)).collect();
-            let cmd = d.config().command();
+            let before = Decoding::of(&*d);
             d.write_config(offset, data);
-            command_changed = cmd != d.config().command();
-            for (bar, old) in before.into_iter().enumerate() {
-                if let (Some((space, old, size)), Some((_, new, _))) = (old, d.config().bar(bar)) {
-                    if old != new {
-                        moves.push(BarMove {
-                            slot: slot as u8,
-                            bar,
-                            space,
-                            old,
-                            new,
-                            size,
-                        });
-                    }
+            (before, Decoding::of(&*d))
+        };
+        self.follow(slot as u8, before, after);
+    }
+
+    /// Let `change` replace the configuration of the device in `slot` from outside the guest
+    /// (loading a snapshot), then decode its BARs where they now are and report each BAR that
+    /// moved to the BAR-move handler, as after a guest write. The root does not hold the
+    /// device's lock while `change` runs, so `change` may take it. Returns `None` (without
+    /// running `change`) when the slot is empty.
+    pub fn reconfigure<R>(&mut self, slot: u8, change: impl FnOnce() -> R) -> Option<R> {
+        let dev = self.device(slot)?;
+        let before = Decoding::of(&*lock(&dev));
+        let r = change();
+        let after = Decoding::of(&*lock(&dev));
+        self.follow(slot, before, after);
+        Some(r)
+    }
+
+    /// Decode and report what changed in the device in `slot` from `before` to `after`.
+    fn follow(&mut self, slot: u8, before: Decoding, after: Decoding) {
+        let mut moves = Vec::new();
+        for (bar, (old, new)) in before.bars.iter().zip(&after.bars).enumerate() {
+            if let (Some((space, old, size)), Some((_, new, _))) = (*old, *new) {
+                if old != new {
+                    moves.push(BarMove {
+                        slot,
+                        bar,
+                        space,
+                        old,
+                        new,
+                        size,
+                    });
                 }
             }
         }
-        if command_changed || !moves.is_empty() {
+        if before.command != after.command || !moves.is_empty() {
             self.rebuild_decode();
         }
         if let Some(h) = self.on_bar_move.as_mut() {
@@ -467,6 +499,31 @@ mod tests {
         let mut d = [0u8; 4];
         mmio.read(ECAM_BASE + (slot << 15 | func << 12 | reg), &mut d);
         u32::from_le_bytes(d)
+    }
+
+    #[test]
+    fn reconfigure_decodes_moved_bars_and_reports_them() {
+        let m = machine();
+        let mut state = m.echo.lock().unwrap().config.state();
+        let mut moved = m.echo.lock().unwrap().config.clone();
+        moved.write(0x10, &0xc000u32.to_le_bytes());
+        state.regs = moved.state().regs;
+        state.bars[0] = Some(0xc000);
+        let echo = m.echo.clone();
+        let done = m
+            .root
+            .lock()
+            .unwrap()
+            .reconfigure(1, || echo.lock().unwrap().config.restore(&state));
+        assert_eq!(done, Some(Ok(())));
+        let mv = m.moves.lock().unwrap()[0];
+        assert_eq!((mv.slot, mv.bar, mv.old, mv.new), (1, 0, 0x1000, 0xc000));
+        let mut b = [0u8; 1];
+        m.pio.read(0xc003, &mut b);
+        assert_eq!(b[0], 0x03, "decoded at the restored address");
+        m.pio.read(0x1003, &mut b);
+        assert_eq!(b[0], 0xff, "not at the old one");
+        assert_eq!(m.root.lock().unwrap().reconfigure(9, || ()), None);
     }
 
     #[test]

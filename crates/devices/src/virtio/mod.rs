@@ -23,10 +23,12 @@ pub use pci::{NotifyAddress, PciIrq, VirtioPciDevice};
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use crate::pci::config::PciIds;
+use crate::state::StateError;
 
 /// VIRTIO_F_VERSION_1: the modern interface.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -104,6 +106,45 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: usize);
     /// The driver reset the device: drop the queues and go back to the initial state.
     fn reset(&mut self);
+    /// State beyond the transport's registers and the rings in guest memory, for a snapshot
+    /// ([`crate::state`]). By default there is none.
+    fn state(&self) -> DeviceState {
+        DeviceState::None
+    }
+    /// Load `state`, after the transport re-activated the device if the driver had.
+    fn restore(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        match state {
+            DeviceState::None => Ok(()),
+            other => Err(StateError::new(
+                "virtio device",
+                format!(
+                    "{} state for a device of type {}",
+                    other.kind(),
+                    self.device_type()
+                ),
+            )),
+        }
+    }
+}
+
+/// What a virtio device holds beyond its transport registers and the rings in guest memory,
+/// for a snapshot. The rings carry the queue positions: a restored queue takes up at the used
+/// ring's index, so a chain a device had taken but not completed is taken again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceState {
+    /// Nothing more: entropy, block (docs/snapshot.md lists what net and SCSI drop).
+    None,
+    /// OpenBSD's vmmci: the pending host command and the latched time.
+    Vmmci(vmmci::VmmciState),
+}
+
+impl DeviceState {
+    fn kind(&self) -> &'static str {
+        match self {
+            DeviceState::None => "no",
+            DeviceState::Vmmci(_) => "vmmci",
+        }
+    }
 }
 
 /// PCI device id of a transitional device of virtio type `device_type` (virtio 1.x §4.1.2.1).

@@ -17,6 +17,10 @@
 //! [`NotifyAddress`] so that the fast path never traps, and runs the device's
 //! [`VirtioDevice::process_queue`] when it fires.
 
+mod state;
+
+pub use state::{QueueState, TransportState};
+
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -503,11 +507,13 @@ impl VirtioPciDevice {
         // NEEDS_RESET is the device's to set.
         self.status = v & !STATUS_NEEDS_RESET;
         if v & STATUS_DRIVER_OK != 0 && v & STATUS_FAILED == 0 && !self.activated {
-            self.activate();
+            self.activate(false);
         }
     }
 
-    fn activate(&mut self) {
+    /// Hand the enabled queues to the device. `resume`: the rings were in use before (a
+    /// restored snapshot), so each queue takes up at the index of its used ring.
+    fn activate(&mut self, resume: bool) {
         let event_idx = self.driver_features & VIRTIO_F_RING_EVENT_IDX != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for c in &self.queues {
@@ -526,6 +532,12 @@ impl VirtioPciDevice {
                     tracing::warn!("virtio: driver enabled a queue outside guest memory");
                     self.irq.needs_reset();
                     return;
+                }
+                if resume {
+                    // A valid queue's used ring lies in guest memory, so this read succeeds.
+                    let used = q.used_idx(&self.mem, Ordering::Acquire).map_or(0, |u| u.0);
+                    q.set_next_avail(used);
+                    q.set_next_used(used);
                 }
             }
             queues.push(q);
@@ -947,6 +959,71 @@ mod tests {
             }
             out
         }
+    }
+
+    #[test]
+    fn state_restores_a_running_device_on_its_rings() {
+        let mem = memory();
+        let (mut dev, _intx) = rng_transport(&mem, Some(Arc::new(MsiLog::default())));
+        let w = |d: &mut VirtioPciDevice, reg: u64, n: usize, v: u64| {
+            d.bar_write(LEGACY_BAR, reg, &v.to_le_bytes()[..n])
+        };
+        w(
+            &mut dev,
+            L_STATUS,
+            1,
+            u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER),
+        );
+        w(&mut dev, L_DRIVER_FEATURES, 4, VIRTIO_F_RING_EVENT_IDX);
+        let ring = 0x4_0000u64;
+        w(&mut dev, L_QUEUE_PFN, 4, ring >> 12);
+        let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK;
+        w(&mut dev, L_STATUS, 1, u64::from(ok));
+        let size = 64u64;
+        let avail = ring + 16 * size;
+        let used = (avail + 6 + 2 * size).next_multiple_of(4096);
+        for i in 0..2u16 {
+            let d = Descriptor::new(BUF + 64 * u64::from(i), 32, VRING_DESC_F_WRITE as u16, 0);
+            mem.write_obj(
+                RawDescriptor::from(d),
+                GuestAddress(ring + 16 * u64::from(i)),
+            )
+            .unwrap();
+            mem.write_obj(i, GuestAddress(avail + 4 + 2 * u64::from(i)))
+                .unwrap();
+        }
+        mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
+        dev.device().lock().unwrap().process_queue(0);
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(used + 2)).unwrap(), 1);
+        let state_of = |d: &VirtioPciDevice| d.state(&*d.device().lock().unwrap());
+        let state = state_of(&dev);
+        assert!(state.activated);
+        assert_eq!(state.isr, ISR_QUEUE);
+
+        // A new transport over the same (restored) memory takes up where the rings are.
+        let (mut fresh, intx) = rng_transport(&mem, Some(Arc::new(MsiLog::default())));
+        fresh.restore(&state).unwrap();
+        assert_eq!(state_of(&fresh), state);
+        assert_eq!(intx.read().unwrap(), 1, "the unread ISR asserts INTx again");
+        let mut b = [0u8; 4];
+        fresh.bar_read(LEGACY_BAR, L_QUEUE_PFN, &mut b);
+        assert_eq!(u64::from(u32::from_le_bytes(b)), ring >> 12);
+        mem.write_obj(2u16, GuestAddress(avail + 2)).unwrap();
+        fresh.device().lock().unwrap().process_queue(0);
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(used + 2)).unwrap(), 2);
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(used + 4 + 8)).unwrap(),
+            1,
+            "the second chain, not the first again"
+        );
+
+        // Another device's record is refused before anything changes.
+        let mut other = state.clone();
+        other.device_features ^= 1;
+        assert!(fresh.restore(&other).is_err());
+        let mut big = state;
+        big.queues[0].size = 1024;
+        assert!(fresh.restore(&big).is_err());
     }
 
     #[test]

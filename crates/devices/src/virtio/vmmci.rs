@@ -28,13 +28,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{InterruptKind, VirtioDevice, VirtioInterrupt};
+use super::{DeviceState, InterruptKind, VirtioDevice, VirtioInterrupt};
 use crate::pci::config::PciIds;
 use crate::pci::{PCI_PRODUCT_OPENBSD_CONTROL, PCI_VENDOR_OPENBSD};
+use crate::state::StateError;
 
 /// Feature: the guest keeps its clock in sync by reading the time registers.
 pub const VMMCI_F_TIMESYNC: u64 = 1 << 0;
@@ -332,6 +334,43 @@ impl VirtioDevice for Vmmci {
         s.guest_features = 0;
         s.command = VmmciCommand::None;
     }
+    fn state(&self) -> DeviceState {
+        let s = lock(&self.shared);
+        DeviceState::Vmmci(VmmciState {
+            command: s.command as u32,
+            latched_secs: s.latched.as_secs(),
+            latched_nanos: s.latched.subsec_nanos(),
+        })
+    }
+    fn restore(&mut self, state: &DeviceState) -> Result<(), StateError> {
+        let DeviceState::Vmmci(v) = state else {
+            return Err(StateError::new("vmmci", "the state of another device"));
+        };
+        let command = VmmciCommand::from_u32(v.command)
+            .ok_or_else(|| StateError::new("vmmci", format!("unknown command {}", v.command)))?;
+        if v.latched_nanos >= 1_000_000_000 {
+            return Err(StateError::new(
+                "vmmci",
+                "latched time has more than 1 s of nanoseconds",
+            ));
+        }
+        let mut s = lock(&self.shared);
+        s.command = command;
+        s.latched = Duration::new(v.latched_secs, v.latched_nanos);
+        Ok(())
+    }
+}
+
+/// vmmci's own state, for a snapshot ([`crate::state`]); whether the driver bound it and
+/// the features it took are the transport's. Events the VM process had not collected are
+/// dropped: their timers ran in the old VM process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmciState {
+    /// The pending host command (0 none, 1 shutdown, 2 reboot, 3 sync RTC).
+    pub command: u32,
+    /// The time latched by the guest's last read of the seconds register.
+    pub latched_secs: u64,
+    pub latched_nanos: u32,
 }
 
 #[cfg(test)]
@@ -398,6 +437,37 @@ mod tests {
                 &[STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK],
             );
         }
+    }
+
+    #[test]
+    fn state_keeps_the_binding_and_the_pending_command() {
+        let mut r = rig(Duration::from_secs(7));
+        r.bind((VMMCI_F_ACK | VMMCI_F_SYNCRTC) as u32);
+        r.host.request_shutdown().unwrap();
+        assert_eq!(r.r32(CFG + 4), 7, "latches the time");
+        let state_of = |d: &VirtioPciDevice| d.state(&*d.device().lock().unwrap());
+        let state = state_of(&r.dev);
+        let mut fresh = rig(Duration::from_secs(100));
+        fresh.dev.restore(&state).unwrap();
+        assert!(fresh.host.driver_bound());
+        assert_eq!(fresh.host.pending_command(), VmmciCommand::Shutdown);
+        assert_eq!(fresh.r32(CFG + 8), 0, "latched seconds, high half");
+        assert_eq!(fresh.intx.read().unwrap(), 1, "the unread ISR asserts INTx");
+        assert_eq!(fresh.isr(), 2);
+        assert_eq!(
+            fresh.host.request_rtc_sync(),
+            Ok(true),
+            "SYNCRTC was negotiated"
+        );
+        let mut bad = state_of(&fresh.dev);
+        bad.device = DeviceState::Vmmci(VmmciState {
+            command: 9,
+            latched_secs: 0,
+            latched_nanos: 0,
+        });
+        assert!(rig(Duration::ZERO).dev.restore(&bad).is_err());
+        bad.device = DeviceState::None;
+        assert!(rig(Duration::ZERO).dev.restore(&bad).is_err());
     }
 
     #[test]
