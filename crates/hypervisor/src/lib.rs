@@ -17,6 +17,7 @@ pub mod layout;
 mod pause;
 mod pci;
 mod platform;
+pub mod snapshot;
 mod vcpu;
 mod vm;
 
@@ -25,6 +26,7 @@ pub use disk::DiskBackend;
 pub use error::Error;
 pub use pci::CdromImage;
 pub use platform::BootDevice;
+pub use snapshot::SnapshotError;
 pub use vcpu::ExitReason;
 pub use vm::{NicConfig, ShutdownPath, Vm, VmConfig, VmHandle, GRACEFUL_STOP_TIMEOUT};
 

@@ -106,6 +106,10 @@ pub struct PciDevices {
     /// PCI slots of the first virtio-blk device and of the CD-ROM, for the BIOS's boot order
     /// (spec §5.3 item 3).
     pub boot_slots: BootSlots,
+    /// Bus 0, for snapshots.
+    pub root: Arc<Mutex<PciRoot>>,
+    /// Every virtio function and its slot, in slot order, for snapshots.
+    pub transports: Vec<(u8, Arc<Mutex<VirtioPciDevice>>)>,
 }
 
 /// Build bus 0 with its devices — entropy, the disks, the NICs, the CD-ROM, then vmmci,
@@ -228,6 +232,8 @@ pub fn build(
         nics: nic_devices,
         vmmci: vmmci_handle,
         boot_slots,
+        root,
+        transports,
     })
 }
 

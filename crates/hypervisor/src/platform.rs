@@ -19,6 +19,7 @@ use crate::vm::ConsoleFeed;
 pub struct Platform {
     serial: Arc<Mutex<Serial>>,
     rtc: Arc<Mutex<Rtc>>,
+    i8042: Arc<Mutex<I8042>>,
     pm: Arc<Mutex<AcpiPm>>,
     /// Signalled by KVM when the guest acknowledges the level-triggered SCI.
     sci_resample: EventFd,
@@ -80,7 +81,7 @@ impl Platform {
         let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone())));
         insert(
             pio,
-            i8042,
+            i8042.clone(),
             devices::i8042::I8042_DATA_PORT,
             devices::i8042::I8042_PORT_LEN,
             "i8042",
@@ -102,6 +103,7 @@ impl Platform {
         Ok(Platform {
             serial,
             rtc,
+            i8042,
             pm,
             sci_resample,
         })
@@ -157,6 +159,16 @@ impl Platform {
         self.pm.clone()
     }
 
+    /// The CMOS RTC, for snapshots.
+    pub(crate) fn rtc(&self) -> Arc<Mutex<Rtc>> {
+        self.rtc.clone()
+    }
+
+    /// The keyboard controller, for snapshots.
+    pub(crate) fn i8042(&self) -> Arc<Mutex<I8042>> {
+        self.i8042.clone()
+    }
+
     /// Periodic device work: RTC update interrupts.
     pub(crate) fn tick(&self) {
         lock(&self.rtc).tick();
@@ -167,7 +179,8 @@ impl Platform {
 /// reads it (direct-boot kernels find no ACPI/DT node for it and never probe the ports).
 /// Files: `etc/e820` (the memory map), `etc/screen-and-debug` = 0 (so SeaBIOS does not print
 /// its screen output twice on the serial console, as vmd sets it), and, when the VM has a
-/// disk or CD-ROM, a `bootorder` ([`bootorder`], F-BOOT-04).
+/// disk or CD-ROM, a `bootorder` ([`bootorder`], F-BOOT-04). Returns the device, for
+/// snapshots.
 pub fn add_fw_cfg(
     pio: &mut Bus,
     mem: &GuestMemoryMmap,
@@ -175,7 +188,7 @@ pub fn add_fw_cfg(
     vcpus: u32,
     boot_slots: BootSlots,
     boot_device: Option<BootDevice>,
-) -> Result<(), Error> {
+) -> Result<Arc<Mutex<FwCfg>>, Error> {
     let cpus = u16::try_from(vcpus).unwrap_or(u16::MAX);
     let mut dev = FwCfg::new(mem.clone(), layout.size, cpus);
     let e820: Vec<E820Entry> = layout
@@ -203,13 +216,15 @@ pub fn add_fw_cfg(
             reason: e.to_string(),
         })?;
     }
+    let dev = Arc::new(Mutex::new(dev));
     insert(
         pio,
-        Arc::new(Mutex::new(dev)),
+        dev.clone(),
         fw_cfg::FW_CFG_BASE,
         fw_cfg::FW_CFG_PORT_LEN,
         "fw_cfg",
-    )
+    )?;
+    Ok(dev)
 }
 
 /// PCI slots of the bootable devices on bus 0.

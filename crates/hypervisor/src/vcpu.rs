@@ -16,6 +16,9 @@ const CRASH_BYTES: usize = 16;
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+/// Most `KVM_RUN`s a pausing vCPU makes to finish its pending exit (string I/O continues
+/// page by page; anything left then is redone after a restore, as if interrupted).
+const MAX_SETTLE_RUNS: usize = 64;
 
 /// Why the VM ended, as reported to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,65 +78,89 @@ impl Shared {
 /// Run `vcpu` until the VM ends. Called on the vCPU's own thread.
 pub fn run(mut vcpu: VcpuFd, index: u32, shared: Arc<Shared>) {
     while !shared.stopping.load(Ordering::Acquire) && shared.exit.pending().is_none() {
-        shared.pause.wait_while_paused();
-        if shared.stopping.load(Ordering::Acquire) {
+        if shared.pause.is_paused() {
+            settle(&mut vcpu, index, &shared);
+            vcpu = shared.pause.park(index as usize, vcpu);
+            continue;
+        }
+        step(&mut vcpu, index, &shared);
+    }
+}
+
+/// Finish the exit KVM is still in the middle of before the vCPU parks: the result of a
+/// port or MMIO read (and the step past an I/O instruction) only reaches the registers at
+/// the next `KVM_RUN`, so a paused vCPU would otherwise show, and a snapshot record, an
+/// instruction half done. Runs with `immediate_exit`, which completes it without entering
+/// the guest; a string instruction may need a few rounds.
+fn settle(vcpu: &mut VcpuFd, index: u32, shared: &Shared) {
+    vcpu.set_kvm_immediate_exit(1);
+    for _ in 0..MAX_SETTLE_RUNS {
+        if !step(vcpu, index, shared) {
             break;
         }
-        match vcpu.run() {
-            Ok(VcpuExit::IoIn(port, data)) => {
-                shared.pio.read(u64::from(port), data);
+    }
+    vcpu.set_kvm_immediate_exit(0);
+}
+
+/// Run the vCPU once and handle its exit. False when `KVM_RUN` returned without an exit
+/// (interrupted by a kick, or failed).
+fn step(vcpu: &mut VcpuFd, index: u32, shared: &Shared) -> bool {
+    match vcpu.run() {
+        Ok(VcpuExit::IoIn(port, data)) => {
+            shared.pio.read(u64::from(port), data);
+        }
+        Ok(VcpuExit::IoOut(port, data)) => {
+            shared.pio.write(u64::from(port), data);
+        }
+        Ok(VcpuExit::MmioRead(addr, data)) => {
+            shared.mmio.read(addr, data);
+        }
+        Ok(VcpuExit::MmioWrite(addr, data)) => {
+            shared.mmio.write(addr, data);
+        }
+        Ok(VcpuExit::Shutdown) => shared.exit.request(ExitRequest::Reboot),
+        Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => shared.exit.request(ExitRequest::Poweroff),
+            KVM_SYSTEM_EVENT_RESET => shared.exit.request(ExitRequest::Reboot),
+            KVM_SYSTEM_EVENT_CRASH => {
+                shared.report_crash(format!("vCPU {index}: guest reported a crash"))
             }
-            Ok(VcpuExit::IoOut(port, data)) => {
-                shared.pio.write(u64::from(port), data);
-            }
-            Ok(VcpuExit::MmioRead(addr, data)) => {
-                shared.mmio.read(addr, data);
-            }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
-                shared.mmio.write(addr, data);
-            }
-            Ok(VcpuExit::Shutdown) => shared.exit.request(ExitRequest::Reboot),
-            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
-                KVM_SYSTEM_EVENT_SHUTDOWN => shared.exit.request(ExitRequest::Poweroff),
-                KVM_SYSTEM_EVENT_RESET => shared.exit.request(ExitRequest::Reboot),
-                KVM_SYSTEM_EVENT_CRASH => {
-                    shared.report_crash(format!("vCPU {index}: guest reported a crash"))
-                }
-                other => shared.report_crash(format!("vCPU {index}: unknown system event {other}")),
-            },
-            Ok(VcpuExit::Hlt) => {
-                // With the in-kernel LAPIC, KVM parks halted vCPUs itself; a HLT exit
-                // means interrupts can never wake this vCPU again.
-                shared.report_crash(format!("vCPU {index}: halted with interrupts disabled"));
-            }
-            Ok(VcpuExit::InternalError) => {
-                let why = describe(
-                    &vcpu,
-                    &shared.mem,
-                    "KVM_EXIT_INTERNAL_ERROR (the host could not emulate an instruction)",
-                );
-                shared.report_crash(format!("vCPU {index}: {why}"));
-            }
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                let why = describe(
-                    &vcpu,
-                    &shared.mem,
-                    &format!("KVM_EXIT_FAIL_ENTRY (hardware reason {reason:#x}, cpu {cpu})"),
-                );
-                shared.report_crash(format!("vCPU {index}: {why}"));
-            }
-            Ok(VcpuExit::Intr | VcpuExit::IrqWindowOpen | VcpuExit::IoapicEoi(_)) => {}
-            Ok(other) => {
-                let exit = format!("unhandled exit {other:?}");
-                let why = describe(&vcpu, &shared.mem, &exit);
-                shared.report_crash(format!("vCPU {index}: {why}"));
-            }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-            Err(e) => {
-                shared.report_crash(format!("vCPU {index}: KVM_RUN failed: {e}"));
-            }
+            other => shared.report_crash(format!("vCPU {index}: unknown system event {other}")),
+        },
+        Ok(VcpuExit::Hlt) => {
+            // With the in-kernel LAPIC, KVM parks halted vCPUs itself; a HLT exit
+            // means interrupts can never wake this vCPU again.
+            shared.report_crash(format!("vCPU {index}: halted with interrupts disabled"));
+        }
+        Ok(VcpuExit::InternalError) => {
+            let why = describe(
+                vcpu,
+                &shared.mem,
+                "KVM_EXIT_INTERNAL_ERROR (the host could not emulate an instruction)",
+            );
+            shared.report_crash(format!("vCPU {index}: {why}"));
+        }
+        Ok(VcpuExit::FailEntry(reason, cpu)) => {
+            let why = describe(
+                vcpu,
+                &shared.mem,
+                &format!("KVM_EXIT_FAIL_ENTRY (hardware reason {reason:#x}, cpu {cpu})"),
+            );
+            shared.report_crash(format!("vCPU {index}: {why}"));
+        }
+        Ok(VcpuExit::Intr | VcpuExit::IrqWindowOpen | VcpuExit::IoapicEoi(_)) => {}
+        Ok(other) => {
+            let exit = format!("unhandled exit {other:?}");
+            let why = describe(vcpu, &shared.mem, &exit);
+            shared.report_crash(format!("vCPU {index}: {why}"));
+        }
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return false,
+        Err(e) => {
+            shared.report_crash(format!("vCPU {index}: KVM_RUN failed: {e}"));
+            return false;
         }
     }
+    true
 }
 
 /// `what`, the guest's RIP and the instruction bytes there — what a user on an emulating

@@ -34,6 +34,8 @@ fn kick_signal() -> i32 {
 }
 /// How often a stopping vCPU is kicked again (a kick can land just before `KVM_RUN`).
 const KICK_INTERVAL: Duration = Duration::from_micros(200);
+/// How often pausing kicks the vCPUs that have not parked yet.
+const PAUSE_KICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long stopping waits for vCPU threads before giving up on them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Console input read at once.
@@ -121,7 +123,9 @@ pub struct VmHandle {
     vmmci: VmmciHandle,
     vcpus: u32,
     /// The guest clock when it was paused, restored on resume.
-    clock: Arc<Mutex<Option<kvm_bindings::kvm_clock_data>>>,
+    pub(crate) clock: Arc<Mutex<Option<kvm_bindings::kvm_clock_data>>>,
+    /// What a snapshot reads.
+    pub(crate) parts: Arc<crate::snapshot::Parts>,
 }
 
 /// How a graceful stop reached the guest.
@@ -170,17 +174,24 @@ impl VmHandle {
             return Ok(());
         }
         self.shared.pause.set_paused();
-        self.shared.kick_all(kick_signal());
-        if !self
-            .shared
-            .pause
-            .wait_parked(self.vcpus, crate::pause::PAUSE_TIMEOUT)
-        {
-            self.shared.pause.resume();
-            return Err(Error::Device {
-                what: "pause",
-                reason: "vCPUs did not stop in time".into(),
-            });
+        let deadline = Instant::now() + crate::pause::PAUSE_TIMEOUT;
+        // A kick that lands just before a vCPU enters KVM_RUN is lost: kick until all park.
+        loop {
+            self.shared.kick_all(kick_signal());
+            if self
+                .shared
+                .pause
+                .wait_parked(self.vcpus, PAUSE_KICK_INTERVAL)
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.shared.pause.resume();
+                return Err(Error::Device {
+                    what: "pause",
+                    reason: "vCPUs did not stop in time".into(),
+                });
+            }
         }
         // Hosts without KVM_GET_CLOCK still pause; the guest then sees the paused time pass.
         *lock(&self.clock) = self.vm.get_clock().ok();
@@ -236,17 +247,26 @@ pub struct Vm {
     disks: Vec<crate::disk::DiskBackend>,
     /// The vmmci control device's host side.
     vmmci: VmmciHandle,
-    vcpus: Vec<kvm_ioctls::VcpuFd>,
+    pub(crate) vcpus: Vec<kvm_ioctls::VcpuFd>,
     vcpu_count: u32,
     shared: Arc<Shared>,
     platform: Platform,
     console_in: Option<OwnedFd>,
+    /// What a snapshot reads and a restore loads.
+    pub(crate) parts: Arc<crate::snapshot::Parts>,
 }
 
 impl Vm {
     /// Build the VM: memory, irqchip, devices, boot image, vCPUs. Nothing of the guest
     /// runs yet, and an error leaves nothing behind.
     pub fn new(cfg: VmConfig) -> Result<Self, Error> {
+        Self::build(cfg, true)
+    }
+
+    /// [`Vm::new`], or with `load_boot` false the same VM with nothing in guest memory and
+    /// the vCPUs in their reset state, for a snapshot to fill in (`cfg.boot` then only says
+    /// whether the BIOS copy region exists).
+    pub(crate) fn build(cfg: VmConfig, load_boot: bool) -> Result<Self, Error> {
         let kvm = match cfg.kvm {
             Some(k) => k,
             None => Kvm::new().map_err(Error::Kvm)?,
@@ -272,10 +292,15 @@ impl Vm {
         vm.create_pit2(pit).map_err(Error::kvm("create PIT"))?;
 
         let mem = create_memory(&vm, &layout, cfg.boot.kind == boot::BootKind::Bios)?;
-        let loaded = boot::load(&mem, &layout, &cfg.boot)?;
-        if loaded.firmware_tables {
-            firmware::write_tables(&mem, cfg.vcpus)?;
-        }
+        let loaded = if load_boot {
+            let loaded = boot::load(&mem, &layout, &cfg.boot)?;
+            if loaded.firmware_tables {
+                firmware::write_tables(&mem, cfg.vcpus)?;
+            }
+            Some(loaded)
+        } else {
+            None
+        };
 
         let exit = ExitSignal::new().map_err(Error::host("exit eventfd"))?;
         let mut pio = Bus::new();
@@ -297,7 +322,7 @@ impl Vm {
                 cdrom: cfg.cdrom,
             },
         )?;
-        crate::platform::add_fw_cfg(
+        let fw_cfg = crate::platform::add_fw_cfg(
             &mut pio,
             &mem,
             &layout,
@@ -318,7 +343,7 @@ impl Vm {
             vcpu.set_cpuid2(&cpuid::for_vcpu(&supported, i, cfg.vcpus, pvm))
                 .map_err(Error::kvm("set CPUID"))?;
             cpu::setup_common(&vcpu)?;
-            if i == 0 {
+            if let (0, Some(loaded)) = (i, &loaded) {
                 cpu::setup_boot_cpu(&vcpu, &mem, loaded.entry)?;
             }
             vcpus.push(vcpu);
@@ -335,6 +360,20 @@ impl Vm {
             threads: Mutex::new(Vec::new()),
             graceful_deadline: Mutex::new(None),
         });
+        let parts = Arc::new(crate::snapshot::Parts::new(
+            &kvm,
+            &vm,
+            &shared,
+            &platform,
+            fw_cfg,
+            &pci,
+            crate::snapshot::Shape {
+                layout,
+                vcpus: cfg.vcpus,
+                bios_copy: cfg.boot.kind == boot::BootKind::Bios,
+                vcpu0_cpuid: cpuid::for_vcpu(&supported, 0, cfg.vcpus, pvm),
+            },
+        )?);
         Ok(Vm {
             _kvm: kvm,
             vm,
@@ -348,6 +387,7 @@ impl Vm {
             shared,
             platform,
             console_in: cfg.console_in,
+            parts,
         })
     }
 
@@ -361,6 +401,7 @@ impl Vm {
             vmmci: self.vmmci.clone(),
             vcpus: self.vcpu_count,
             clock: Arc::default(),
+            parts: self.parts.clone(),
         }
     }
 

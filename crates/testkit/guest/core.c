@@ -610,6 +610,23 @@ static void test_input(void)
 	nl();
 }
 
+/*
+ * `count`: COUNT lines with an increasing decimal counter, forever, about one
+ * every 20 ms (TSC). The counter lives in memory, so a VM restored from a
+ * snapshot carries on from the last value it printed.
+ */
+static volatile u64 counter;
+
+static void test_count(void)
+{
+	for (;; counter++) {
+		puts("COUNT ");
+		putdec(counter);
+		nl();
+		delay_us(20000);
+	}
+}
+
 /* ---- leaving ---- */
 
 static void halt_forever(void)
@@ -749,5 +766,7 @@ void cmain(u32 kind, u64 arg)
 		test_net(cl);
 	if (cmdline_find(cl, "vmmci"))
 		test_vmmci();
+	if (cmdline_find(cl, "count"))
+		test_count();
 	do_exit(cl);
 }

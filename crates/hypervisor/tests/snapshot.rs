@@ -1,0 +1,345 @@
+//! Snapshots on the real /dev/kvm (issue 8 item 1, F-LIFE-22): a counting guest is captured
+//! while it runs, and a new VM restored from the stream counts on without rebooting; streams
+//! with a tampered header, cut short, corrupted or made of garbage are refused with an error
+//! naming what is wrong, and never panic.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hypervisor::snapshot::header::HEADER_LEN;
+use hypervisor::{boot, BootImage, ExitReason, SnapshotError, Vm, VmConfig};
+use testkit::{guest, Guest};
+
+const MEMORY: u64 = 32 << 20;
+/// Counts a restored guest must print beyond where it stopped.
+const MORE_COUNTS: u64 = 5;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// COM1 output, shared with the test.
+#[derive(Clone, Default)]
+struct Console(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Console {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Console {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until the last complete COUNT line of `prefix` + this console is at least `n`.
+    fn wait_for_count(&self, prefix: &str, n: u64) {
+        let start = Instant::now();
+        loop {
+            let text = format!("{prefix}{}", self.text());
+            if counts(&text).last().is_some_and(|&c| c >= n) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no COUNT {n} within {DEADLINE:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The numbers of the complete `COUNT n` lines.
+fn counts(text: &str) -> Vec<u64> {
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("COUNT "))
+        .map(|n| n.parse().unwrap_or_else(|_| panic!("bad COUNT line {n:?}")))
+        .collect()
+}
+
+fn config(cmdline: &str, vcpus: u32, memory: u64, out: Console) -> VmConfig {
+    let name = guest(Guest::Pvh).display().to_string();
+    let bytes = boot::read_image(std::fs::File::open(guest(Guest::Pvh)).unwrap(), &name).unwrap();
+    let (bytes, kind) = boot::classify(bytes, &name).unwrap();
+    VmConfig {
+        memory,
+        vcpus,
+        boot: BootImage {
+            bytes,
+            kind,
+            name,
+            initrd: None,
+            cmdline: cmdline.into(),
+        },
+        console_out: Box::new(out),
+        console_in: None,
+        kvm: None,
+        disks: Vec::new(),
+        cdrom: None,
+        nics: Vec::new(),
+        boot_device: None,
+    }
+}
+
+/// Run `vm` on a thread; returns its handle and the thread.
+fn start(vm: Vm) -> (hypervisor::VmHandle, std::thread::JoinHandle<ExitReason>) {
+    let handle = vm.handle();
+    (handle, std::thread::spawn(move || vm.run().unwrap()))
+}
+
+/// Boot the counting guest with `vcpus`, let it count to `until`, snapshot it while it
+/// runs and stop it: the stream and everything the guest printed.
+fn snapshot_of_counting_guest(cmdline: &str, vcpus: u32, until: u64) -> (Vec<u8>, String) {
+    let out = Console::default();
+    let (handle, runner) = start(Vm::new(config(cmdline, vcpus, MEMORY, out.clone())).unwrap());
+    out.wait_for_count("", until);
+    let mut stream = Vec::new();
+    handle.snapshot(&mut stream).unwrap();
+    assert!(handle.is_paused(), "a snapshot leaves the VM paused");
+    let printed = out.text();
+    handle.force_stop();
+    assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
+    assert_eq!(out.text(), printed, "nothing ran after the snapshot");
+    (stream, printed)
+}
+
+/// One small stream the tests of bad input share.
+fn stream() -> &'static [u8] {
+    static STREAM: OnceLock<Vec<u8>> = OnceLock::new();
+    STREAM.get_or_init(|| snapshot_of_counting_guest("count", 1, 2).0)
+}
+
+fn restore_err(bytes: &[u8]) -> SnapshotError {
+    match Vm::restore(
+        config("count", 1, MEMORY, Console::default()),
+        &mut &bytes[..],
+    ) {
+        Ok(_) => panic!("a bad stream was restored"),
+        Err(e) => e,
+    }
+}
+
+/// Restore `stream` and check that the guest counts on from where `before` stopped, with
+/// no new boot; returns the running VM's handle, thread and console.
+fn restore_and_check(
+    stream: &[u8],
+    cmdline: &str,
+    vcpus: u32,
+    before: &str,
+) -> (
+    hypervisor::VmHandle,
+    std::thread::JoinHandle<ExitReason>,
+    Console,
+) {
+    let out = Console::default();
+    let vm = Vm::restore(
+        config(cmdline, vcpus, MEMORY, out.clone()),
+        &mut &stream[..],
+    )
+    .unwrap();
+    let (handle, runner) = start(vm);
+    let last = *counts(before).last().unwrap();
+    out.wait_for_count(before, last + MORE_COUNTS);
+    let after = out.text();
+    assert!(
+        !after.contains("BOOT"),
+        "the restored guest booted again:\n{after}"
+    );
+    let all = counts(&format!("{before}{after}"));
+    let expected: Vec<u64> = (0..all.len() as u64).collect();
+    assert_eq!(all, expected, "counting goes on without a gap or a repeat");
+    (handle, runner, out)
+}
+
+#[test]
+fn counting_guest_continues_after_restore() {
+    let (stream, before) = snapshot_of_counting_guest("smp count", 2, 5);
+    assert!(before.contains("SMP ok 2"), "{before}");
+    assert!(
+        (stream.len() as u64) < MEMORY / 4,
+        "zero pages are left out: {} bytes",
+        stream.len()
+    );
+    let (handle, runner, _) = restore_and_check(&stream, "smp count", 2, &before);
+    handle.force_stop();
+    assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
+}
+
+#[test]
+fn checkpoint_keeps_the_vm_running_and_restores_again() {
+    let (stream, before) = snapshot_of_counting_guest("count", 1, 3);
+    let (handle, runner, out) = restore_and_check(&stream, "count", 1, &before);
+    // A snapshot of the restored VM, which then carries on (a checkpoint).
+    let mut second = Vec::new();
+    handle.snapshot(&mut second).unwrap();
+    let at_checkpoint = format!("{before}{}", out.text());
+    handle.unpause();
+    let last = *counts(&at_checkpoint).last().unwrap();
+    out.wait_for_count(&before, last + MORE_COUNTS);
+    handle.force_stop();
+    assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
+    // The checkpoint restores too, from its own point.
+    let (handle, runner, _) = restore_and_check(&second, "count", 1, &at_checkpoint);
+    handle.force_stop();
+    assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
+}
+
+#[test]
+fn tampered_signature_is_refused() {
+    let mut bytes = stream().to_vec();
+    bytes[0] = b'V';
+    let e = restore_err(&bytes);
+    assert!(matches!(e, SnapshotError::BadSignature { .. }), "{e}");
+    assert!(e.to_string().contains("not a VM snapshot"), "{e}");
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let mut bytes = stream().to_vec();
+    bytes[15] = 99;
+    let e = restore_err(&bytes);
+    assert!(
+        matches!(e, SnapshotError::UnknownVersion { found: 99, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("version 99"), "{e}");
+}
+
+/// Offset of register `reg` (0 EAX … 3 EDX) of CPUID record `i` in the header.
+fn cpuid_reg(i: usize, reg: usize) -> usize {
+    16 + 24 * i + 8 + 4 * reg
+}
+
+#[test]
+fn cpu_feature_the_host_lacks_is_refused() {
+    let mut bytes = stream().to_vec();
+    // Leaf 7 is the third record; the stream's EBX is what this host offers, so a clear bit
+    // is one this host lacks.
+    let at = cpuid_reg(2, 1);
+    let ebx = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let missing = (0..32)
+        .map(|b| 1u32 << b)
+        .find(|bit| ebx & bit == 0)
+        .unwrap();
+    bytes[at..at + 4].copy_from_slice(&(ebx | missing).to_le_bytes());
+    let e = restore_err(&bytes);
+    assert!(
+        matches!(
+            e,
+            SnapshotError::CpuidMismatch {
+                leaf: 7,
+                register: "EBX",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("leaf 0x7 EBX"), "{text}");
+    assert!(
+        text.contains(&format!("{missing:#010x}")),
+        "names the bit: {text}"
+    );
+
+    // Another vendor.
+    let mut bytes = stream().to_vec();
+    bytes[cpuid_reg(0, 1)] ^= 0x20;
+    let e = restore_err(&bytes);
+    assert!(e.to_string().contains("leaf 0x0 EBX"), "{e}");
+}
+
+#[test]
+fn truncated_stream_is_refused() {
+    let bytes = stream();
+    for cut in [
+        0,
+        7,
+        HEADER_LEN - 1,
+        HEADER_LEN,
+        HEADER_LEN + 5,
+        HEADER_LEN + 40,
+        bytes.len() / 2,
+        bytes.len() - 5,
+        bytes.len() - 1,
+    ] {
+        let e = restore_err(&bytes[..cut]);
+        assert!(
+            matches!(e, SnapshotError::Truncated { .. }),
+            "cut at {cut}: {e}"
+        );
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+}
+
+#[test]
+fn corrupted_stream_fails_its_checksum() {
+    let mut bytes = stream().to_vec();
+    let n = bytes.len();
+    // A byte of guest memory (the memory sections end well before the last 64 KiB).
+    bytes[n / 2] ^= 0x01;
+    let e = restore_err(&bytes);
+    assert!(matches!(e, SnapshotError::Checksum { .. }), "{e}");
+}
+
+/// xorshift64: deterministic garbage.
+struct Garbage(u64);
+impl Garbage {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn garbage_is_refused_cleanly() {
+    let mut g = Garbage(0x5eed_0f5a_a7e5);
+    for _ in 0..50 {
+        let n = (g.next() % 8192) as usize;
+        let e = restore_err(&g.bytes(n));
+        assert!(
+            matches!(
+                e,
+                SnapshotError::BadSignature { .. } | SnapshotError::Truncated { .. }
+            ),
+            "{e}"
+        );
+    }
+    // A good header, then garbage: whatever the garbage says, an error, no panic and no
+    // huge allocation.
+    let header = &stream()[..HEADER_LEN];
+    for _ in 0..50 {
+        let n = (g.next() % 4096) as usize;
+        let mut bytes = header.to_vec();
+        bytes.extend(g.bytes(n));
+        restore_err(&bytes);
+    }
+    // A section claiming exabytes.
+    let mut bytes = header.to_vec();
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend(u64::MAX.to_le_bytes());
+    let e = restore_err(&bytes);
+    assert!(matches!(e, SnapshotError::TooLarge { .. }), "{e}");
+}
+
+#[test]
+fn stream_of_another_vm_is_refused() {
+    let e = match Vm::restore(
+        config("count", 1, 2 * MEMORY, Console::default()),
+        &mut &stream()[..],
+    ) {
+        Ok(_) => panic!("restored into a VM of another size"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, SnapshotError::Mismatch(_)), "{e}");
+    assert!(e.to_string().contains("32 MiB"), "{e}");
+}
