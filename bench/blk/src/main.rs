@@ -11,7 +11,8 @@
 //! part of the measurement. The host side is `pread`/`pwrite` of the same sizes at the same
 //! offsets on the same file. Both sides use buffered I/O (no O_DIRECT) on a file whose pages
 //! are all in the page cache, so this measures the device path's overhead (ring handling,
-//! the bounce-buffer copy, the backend), not the disk.
+//! the bounce-buffer copy, the backend), not the disk. A last row per case runs the device
+//! over a backend that does no I/O: the device path's own cost per request.
 //!
 //! Usage: bench-blk [--quick] [RUNS]
 

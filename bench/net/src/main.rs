@@ -22,6 +22,8 @@
 //!   the frames until the tap is empty. The limit: read(2) on the same tap fd until EAGAIN.
 //!
 //! Frames are 1514 bytes (a 1500-byte MTU payload behind the Ethernet header) and 64 bytes.
+//! A third row runs the device over a backend that moves nothing through the kernel (sends
+//! dropped, receives copied from memory): the device path's own cost per frame.
 //!
 //! Usage: bench-net [--quick] [RUNS]
 
@@ -29,12 +31,13 @@
 mod vring;
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devices::virtio::net::{Net, TapBackend, NET_QUEUE_SIZE, TX_QUEUE, VNET_HDR_LEN};
+use devices::virtio::net::{Net, NetBackend, TapBackend, NET_QUEUE_SIZE, TX_QUEUE, VNET_HDR_LEN};
 use devices::virtio::{VirtioDevice, RING_FEATURES};
 use net::netlink::Netlink;
 use net::tap::{Tap, TapOptions};
@@ -240,6 +243,54 @@ fn drain(tap: &File, buf: &mut [u8]) -> usize {
     }
 }
 
+/// A backend that moves no frames through the kernel: sends are dropped, and receives copy
+/// `packet` while `waiting` says frames are queued. What remains is the device path alone.
+struct NoIo {
+    packet: Vec<u8>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl NetBackend for NoIo {
+    fn has_vnet_hdr(&self) -> bool {
+        true
+    }
+    fn send(&mut self, _bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return Ok(None);
+        }
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        buf[..self.packet.len()].copy_from_slice(&self.packet);
+        Ok(Some(self.packet.len()))
+    }
+    fn raw_fd(&self) -> RawFd {
+        -1
+    }
+}
+
+/// Who moves the frames.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// read(2)/write(2) on the tap fd.
+    Raw,
+    /// Our device over the tap.
+    Ours,
+    /// Our device over [`NoIo`].
+    NoIo,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Raw => "raw tap",
+            Side::Ours => "ours",
+            Side::NoIo => "ours, no-I/O backend",
+        }
+    }
+}
+
 /// The raw tap: write(2) or read(2) on the tap fd. Returns the time and the frames moved.
 fn run_raw(case: &Case, s: &Setup, frames: usize) -> (Duration, usize) {
     let mut packet = vec![0u8; VNET_HDR_LEN];
@@ -269,12 +320,29 @@ fn run_raw(case: &Case, s: &Setup, frames: usize) -> (Duration, usize) {
     (time, moved)
 }
 
-/// The same frames through a virtio-net device freshly activated over the tap (activation
-/// is not timed).
-fn run_ours(case: &Case, s: &Setup, mem: &GuestMemoryMmap, frames: usize) -> (Duration, usize) {
-    let fd = OwnedFd::from(s.tap.try_clone().expect("dup tap fd"));
-    let backend = TapBackend::new(fd).expect("tap backend");
-    let mut net = Net::new(Box::new(backend), VM_MAC, false);
+/// The same frames through a virtio-net device freshly activated (not timed) over the tap,
+/// or over [`NoIo`] when `no_io`.
+fn run_ours(
+    case: &Case,
+    s: &Setup,
+    mem: &GuestMemoryMmap,
+    frames: usize,
+    no_io: bool,
+) -> (Duration, usize) {
+    let frame = case.frame();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let backend: Box<dyn NetBackend> = if no_io {
+        let mut packet = vec![0u8; VNET_HDR_LEN];
+        packet.extend_from_slice(&frame);
+        Box::new(NoIo {
+            packet,
+            waiting: waiting.clone(),
+        })
+    } else {
+        let fd = OwnedFd::from(s.tap.try_clone().expect("dup tap fd"));
+        Box::new(TapBackend::new(fd).expect("tap backend"))
+    };
+    let mut net = Net::new(backend, VM_MAC, false);
     let mut rx = Vring::<1>::new(mem, 0, NET_QUEUE_SIZE);
     let mut tx = Vring::<1>::new(mem, TX_RING, NET_QUEUE_SIZE);
     let irq = Arc::new(Irq::new());
@@ -290,7 +358,6 @@ fn run_ours(case: &Case, s: &Setup, mem: &GuestMemoryMmap, frames: usize) -> (Du
         vec![rx.queue(mem), tx.queue(mem)],
         features,
     );
-    let frame = case.frame();
     // Every transmit buffer holds the packet (zeroed header, frame) from the start: the
     // guest's stack filling it is not the device's work.
     let tx_len = (VNET_HDR_LEN + frame.len()) as u32;
@@ -324,7 +391,11 @@ fn run_ours(case: &Case, s: &Setup, mem: &GuestMemoryMmap, frames: usize) -> (Du
                 assert_eq!(tx.in_flight(), 0, "frames left in the ring");
             }
             Dir::Rx => {
-                inject(&s.inject, &frame, BATCH);
+                if no_io {
+                    waiting.store(BATCH, Ordering::Relaxed);
+                } else {
+                    inject(&s.inject, &frame, BATCH);
+                }
                 let start = Instant::now();
                 while usize::from(rx.in_flight()) < BATCH {
                     rx.push(|slot| {
@@ -418,29 +489,32 @@ fn main() {
         "  rx: frames queued on the tap through an AF_PACKET socket before each batch (not timed)"
     );
     println!(
-        "  {runs} runs per case of {frames} frames, sides alternating; medians; \
+        "  no-I/O backend: the device path alone (sends dropped, frames received from memory)"
+    );
+    println!(
+        "  {runs} runs per case of {frames} frames, sides in rotating order; medians; \
          MB = 10^6 bytes of frame; vs raw = ours frames/s / raw tap frames/s"
     );
     println!();
     println!(
-        "{:<20} {:<10} {:>10} {:>9} {:>8} {:>7}",
+        "{:<20} {:<20} {:>10} {:>9} {:>8} {:>7}",
         "case", "side", "frames/s", "MB/s", "us/frame", "vs raw"
     );
 
+    let sides = [Side::Raw, Side::Ours, Side::NoIo];
     let mut target = Vec::new();
     for dir in [Dir::Tx, Dir::Rx] {
         for size in [1514, 64] {
             let case = Case { dir, frame: size };
-            // [raw, ours]
-            let mut rates = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+            let mut rates = vec![Vec::with_capacity(runs); sides.len()];
             for run in 0..runs {
-                for k in 0..2 {
-                    let side = (run + k) % 2;
+                for k in 0..sides.len() {
+                    let i = (run + k) % sides.len();
                     let (rx_before, tx_before) = tap_counters();
-                    let (t, moved) = if side == 0 {
-                        run_raw(&case, &s, frames)
-                    } else {
-                        run_ours(&case, &s, &mem, frames)
+                    let (t, moved) = match sides[i] {
+                        Side::Raw => run_raw(&case, &s, frames),
+                        Side::Ours => run_ours(&case, &s, &mem, frames, false),
+                        Side::NoIo => run_ours(&case, &s, &mem, frames, true),
                     };
                     let (rx_after, tx_after) = tap_counters();
                     // The kernel saw every frame: a write the tap refused would not count.
@@ -448,22 +522,24 @@ fn main() {
                         Dir::Tx => rx_after - rx_before,
                         Dir::Rx => tx_after - tx_before,
                     };
-                    assert_eq!(seen as usize, frames, "frames through the tap");
+                    let expected = if sides[i] == Side::NoIo { 0 } else { frames };
+                    assert_eq!(seen as usize, expected, "frames through the tap");
                     assert!(moved >= frames, "{moved} frames of {frames} arrived");
-                    rates[side].push(moved as f64 / t.as_secs_f64());
+                    rates[i].push(moved as f64 / t.as_secs_f64());
                 }
             }
             let raw = median(&rates[0]);
             let ours = median(&rates[1]);
-            for (i, (label, rate)) in [("raw tap", raw), ("ours", ours)].iter().enumerate() {
+            for (i, side) in sides.iter().enumerate() {
+                let rate = median(&rates[i]);
                 println!(
-                    "{:<20} {:<10} {:>10.0} {:>9.1} {:>8.2} {:>7}",
+                    "{:<20} {:<20} {:>10.0} {:>9.1} {:>8.2} {:>7}",
                     if i == 0 { case.name() } else { String::new() },
-                    label,
+                    side.label(),
                     rate,
                     rate * size as f64 / 1e6,
                     1e6 / rate,
-                    if i == 1 {
+                    if *side == Side::Ours {
                         format!("{:.3}", ours / raw)
                     } else {
                         String::new()
