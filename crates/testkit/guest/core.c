@@ -611,8 +611,8 @@ static void test_input(void)
 }
 
 /*
- * `count`: COUNT lines with an increasing decimal counter, forever, about one
- * every 20 ms (TSC). The counter lives in memory, so a VM restored from a
+ * `count`: COUNT lines with an increasing decimal counter, forever, at least
+ * 20 ms apart (TSC). The counter lives in memory, so a VM restored from a
  * snapshot carries on from the last value it printed.
  */
 static volatile u64 counter;
