@@ -778,3 +778,81 @@ fn disks_are_opened_by_the_parent_and_a_disk_in_use_is_refused() {
         .unwrap();
     assert!(check.status.success(), "{}", text(&check));
 }
+
+/// `vmctl start -d disk -r iso` in the sandboxed VM process: the guest writes its disk
+/// through virtio-blk and the host file holds the data (F-HW-13), and its virtio-scsi driver
+/// reads the ISO's primary volume descriptor (F-HW-14, F-CONF-14); a file that is not an ISO
+/// fails the start with a message naming it, and vmd keeps running.
+#[test]
+fn sandboxed_vm_writes_its_disk_and_reads_its_cdrom_and_a_non_iso_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    const SECTOR: usize = 9;
+    let d = Daemon::start("");
+    let iso = d.dir.path().join("test.iso");
+    std::fs::write(&iso, testkit::iso::el_torito(&[0xF4], b"payload")).unwrap();
+    let disk = d.dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 2048 * testkit::SECTOR_SIZE]).unwrap();
+    let pvh = guest(Guest::Pvh);
+    let start = d.vmctl(&[
+        "start",
+        "-b",
+        pvh.to_str().unwrap(),
+        "-m",
+        "32M",
+        "-d",
+        disk.to_str().unwrap(),
+        "-r",
+        iso.to_str().unwrap(),
+        "--cmdline",
+        &format!("blk={SECTOR} cdrom exit=halt"),
+        "cd",
+    ]);
+    assert!(start.status.success(), "{}", text(&start));
+    let row = d.wait_state("cd", "running");
+    let out = console_until(&format!("/dev/{}", row[5]), "\nDONE");
+    assert!(
+        out.contains("BLK modern capacity 2048 write ok read ok flush ok"),
+        "{out}"
+    );
+    assert!(out.contains("CDROM type 05 pvd CD001"), "{out}");
+    assert!(d.vmctl(&["stop", "-f", "-w", "cd"]).status.success());
+    let data = std::fs::read(&disk).unwrap();
+    let at = SECTOR * testkit::SECTOR_SIZE;
+    assert_eq!(
+        data[at..at + testkit::SECTOR_SIZE],
+        testkit::blk_pattern("modern"),
+        "the guest's write is in the host file"
+    );
+
+    let bad = d.dir.path().join("bad.iso");
+    std::fs::write(&bad, vec![0x5a; 64 * 1024]).unwrap();
+    let start = d.vmctl(&[
+        "start",
+        "-b",
+        pvh.to_str().unwrap(),
+        "-m",
+        "32M",
+        "-r",
+        bad.to_str().unwrap(),
+        "badcd",
+    ]);
+    assert!(!start.status.success(), "{}", text(&start));
+    assert!(
+        text(&start).contains("start vm command failed"),
+        "{}",
+        text(&start)
+    );
+    // vmctl reports the errno, as vmd's does; the log names the file and the problem.
+    d.wait_until(
+        || d.log().contains("bad.iso: not an ISO 9660 image"),
+        "the log to name the bad ISO",
+    );
+    let status = d.vmctl(&["status"]);
+    assert!(
+        text(&status).contains("STATE NAME"),
+        "vmd is still up: {}",
+        text(&status)
+    );
+}
