@@ -343,3 +343,30 @@ fn stream_of_another_vm_is_refused() {
     assert!(matches!(e, SnapshotError::Mismatch(_)), "{e}");
     assert!(e.to_string().contains("32 MiB"), "{e}");
 }
+
+/// A virtio device the driver had started works after a restore: the guest bound vmmci and
+/// polls its ISR; the restored VM's vmmci handle finds it bound, and the guest acknowledges
+/// a shutdown request and powers off.
+#[test]
+fn bound_vmmci_device_works_after_restore() {
+    let out = Console::default();
+    let (handle, runner) = start(Vm::new(config("vmmci", 1, MEMORY, out.clone())).unwrap());
+    let start_wait = Instant::now();
+    while !out.text().contains("VMMCI ready") {
+        assert!(start_wait.elapsed() < DEADLINE, "{}", out.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stream = Vec::new();
+    handle.snapshot(&mut stream).unwrap();
+    handle.force_stop();
+    assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
+
+    let out = Console::default();
+    let vm = Vm::restore(config("vmmci", 1, MEMORY, out.clone()), &mut &stream[..]).unwrap();
+    let (handle, runner) = start(vm);
+    assert_eq!(handle.request_shutdown(), hypervisor::ShutdownPath::Vmmci);
+    assert_eq!(runner.join().unwrap(), ExitReason::Poweroff);
+    let text = out.text();
+    assert!(text.contains("VMMCI shutdown"), "{text}");
+    assert!(!text.contains("BOOT"), "{text}");
+}
