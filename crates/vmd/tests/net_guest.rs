@@ -492,6 +492,13 @@ fn locked_lladdr_drops_a_spoofing_guest() {
     assert_eq!(con.line("NET ping"), "NET ping 100.64.1.2 ok");
     assert_eq!(con.line("NET spoof ping"), "NET spoof ping timeout");
     con.line("DONE");
+    // The device's rate-limited warning reaches vmd's log through the VM process.
+    assert!(
+        d.log()
+            .contains("locked lladdr: guest sent from another MAC"),
+        "{}",
+        d.log()
+    );
     println!("took {:?}", started.elapsed());
 }
 

@@ -80,3 +80,53 @@ macro_rules! log_info { ($($a:tt)*) => { $crate::daemon::log::log($crate::daemon
 /// Debug level.
 #[macro_export]
 macro_rules! log_debug { ($($a:tt)*) => { $crate::daemon::log::log($crate::daemon::log::Level::Debug, &format!($($a)*)) } }
+
+/// Forwards the `tracing` events of the libraries (devices, hypervisor) to this log, so a
+/// device's warnings — a guest breaking its rings, dropped frames, I/O errors — reach vmd's
+/// log like its own messages. Spans are not tracked.
+struct TracingBridge;
+
+/// Collects an event's `message` and other fields into one line.
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        let _ = if field.name() == "message" {
+            write!(self.0, "{value:?}")
+        } else {
+            write!(self.0, "{}={value:?}", field.name())
+        };
+    }
+}
+
+impl tracing::Subscriber for TracingBridge {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR | tracing::Level::WARN => Level::Warn,
+            tracing::Level::INFO => Level::Info,
+            _ => Level::Debug,
+        };
+        let mut line = Line(String::new());
+        event.record(&mut line);
+        log(level, &line.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Send the libraries' `tracing` events to this process's log (once per process).
+pub fn forward_tracing() {
+    let _ = tracing::subscriber::set_global_default(TracingBridge);
+}

@@ -36,6 +36,7 @@ pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
         inherit.foreground,
         inherit.verbosity,
     );
+    log::forward_tracing();
     let vm = match build(&launch, fds) {
         Ok(vm) => vm,
         Err((errno, message)) => {
