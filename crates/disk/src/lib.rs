@@ -21,6 +21,7 @@ mod create;
 mod error;
 mod header;
 mod lock;
+mod ordered;
 mod qcow2;
 mod raw;
 

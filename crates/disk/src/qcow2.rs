@@ -6,14 +6,11 @@
 //! cluster before the L2 entry pointing at it, a new L2 table before the L1 entry pointing at it,
 //! and its two metadata caches write refcount blocks before L2 tables while clusters are being
 //! allocated. But it keeps refcount blocks cached until a flush or an eviction, and writes the L1
-//! entry for a new L2 table straight to the file: a process killed then leaves an L1 entry
-//! pointing at a cluster whose refcount is still 0 on disk. So every call that may allocate ends
-//! with imago's `flush` (cached metadata to the file, refcount blocks first, no fsync); it only
-//! writes what is dirty, so a write into clusters already allocated pays next to nothing. Once a
-//! write has returned, a kill leaves at most leaked clusters. What is left: inside the one write
-//! that allocates an L2 table (the first into each L2 table's range: 512 MiB with 64 KiB
-//! clusters), between imago's L1 write and our flush, the refcount of that table is not yet on
-//! disk; closing that needs imago to flush its refcount blocks before writing the L1 entry.
+//! entry for a new L2 table straight to the file. Two things close that: every call that may
+//! allocate ends with imago's `flush` (cached metadata to the file, refcount blocks first, no
+//! fsync; it only writes what is dirty, so a write into allocated clusters pays next to nothing),
+//! and the storage under imago ([`crate::ordered::OrderedFile`]) holds L1 writes back until that
+//! flush has written the refcounts. A kill at any point leaves at most leaked clusters.
 //! All of this is about the page cache, which outlives the process; surviving a host power loss
 //! also needs the guest's FLUSH, which is [`BlockBackend::flush`]: the same write-back, then
 //! fsync.
@@ -22,15 +19,15 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, StorageOpenOptions};
+use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder};
 
+use crate::ordered::OrderedFile;
 use crate::{check_range, read_only_error, BlockBackend, DiskError, Format};
 
 /// One image of a chain as imago sees it.
-pub(crate) type Access = FormatAccess<ImagoFile>;
+pub(crate) type Access = FormatAccess<OrderedFile>;
 
 /// A qcow2 image, with its backing chain if it has one.
 pub struct Qcow2Backend {
@@ -62,9 +59,8 @@ pub(crate) fn open_level(
     writable: bool,
     backing: Option<Access>,
 ) -> Result<Access, DiskError> {
-    let opts = StorageOpenOptions::new().filename(path).write(writable);
-    let storage =
-        ImagoFile::from_open_file(file, opts).map_err(|e| DiskError::io(path, "open", e))?;
+    let storage = OrderedFile::new(file, path, writable, format == Format::Qcow2)
+        .map_err(|e| DiskError::io(path, "open", e))?;
     // The gate forbids imago to open anything by itself: every file of the chain is passed.
     let gate = DenyImplicitOpenGate::default();
     let bad = |source| DiskError::BadImage {
@@ -77,7 +73,7 @@ pub(crate) fn open_level(
             .open(gate)
             .map(FormatAccess::new)
             .map_err(bad),
-        Format::Qcow2 => Qcow2::<ImagoFile>::builder(storage)
+        Format::Qcow2 => Qcow2::<OrderedFile>::builder(storage)
             .write(writable)
             .backing(backing)
             .data_file(None)
