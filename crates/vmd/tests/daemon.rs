@@ -856,3 +856,73 @@ fn sandboxed_vm_writes_its_disk_and_reads_its_cdrom_and_a_non_iso_is_refused() {
         text(&status)
     );
 }
+
+/// A user's instance disk whose backing file that user cannot read is refused before any
+/// image is opened for the VM (issue 6 "Bad input", spec §4.5): the error names the base, the
+/// VM does not start; once the user may read the base, the same start succeeds.
+#[test]
+fn a_backing_file_the_user_cannot_read_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    if !succeeds(Command::new("qemu-img").arg("--version")) {
+        eprintln!("SKIPPED: qemu-img is not installed");
+        return;
+    }
+    if !succeeds(Command::new("getent").args(["group", GROUP])) {
+        assert!(succeeds(Command::new("groupadd").args(["-r", GROUP])));
+    }
+    ensure_user(OWNER);
+    let owner = (uid_of(OWNER), gid_of(GROUP));
+    let conf = format!(
+        "socket owner root:{GROUP}\nvm \"tmpl\" {{\n\tdisable\n\tmemory 32M\n\tboot \"{}\"\n\tcmdline \"exit=halt\"\n\tallow instance {{ disk, owner {OWNER} }}\n}}\n",
+        guest(Guest::Pvh).display()
+    );
+    let d = Daemon::start(&conf);
+    let dir = d.dir.path();
+    let base = dir.join("base.qcow2");
+    let top = dir.join("top.qcow2");
+    assert!(succeeds(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&base)
+            .arg("16M")
+    ));
+    assert!(succeeds(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&base)
+            .arg(&top)
+    ));
+    let chown = |p: &Path, mode: u32| {
+        std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1)).unwrap();
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    };
+    chown(&top, 0o600);
+    // The base belongs to root and is private: the owner cannot read it.
+    std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let start = |name: &str| {
+        d.vmctl_as(
+            Some(owner),
+            &["start", "-t", "tmpl", "-d", top.to_str().unwrap(), name],
+        )
+    };
+    let refused = start("inst1");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    d.wait_until(
+        || d.log().contains("base.qcow2: uid"),
+        "the log to name the unreadable base",
+    );
+    assert!(
+        text(&refused).contains("Operation not permitted"),
+        "{}",
+        text(&refused)
+    );
+    assert!(d.row("inst1").is_none_or(|r| r[7] != "running"));
+
+    std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let started = start("inst2");
+    assert!(started.status.success(), "{}", text(&started));
+    d.wait_state("inst2", "running");
+    assert!(d.vmctl(&["stop", "-f", "-w", "inst2"]).status.success());
+}
