@@ -362,10 +362,14 @@ fn local_interface_guest_leases_by_dhcp_and_pings_the_host() {
     let _serial = serial();
     let started = Instant::now();
     let ns = Netns::new("vmdnet-local");
-    let conf = vm_block(
-        "n1",
-        "dhcp spoof vmmci exit=poweroff",
-        "\tlocal interface\n",
+    // `local inet6`: the tap also gets the host side of the NIC's /96 (F-NET-09).
+    let conf = format!(
+        "local inet6 prefix fd12:3456:789a::/64\n{}",
+        vm_block(
+            "n1",
+            "dhcp spoof vmmci exit=poweroff",
+            "\tlocal interface\n",
+        )
     );
     let d = Daemon::start(&ns, &conf);
     let mut con = d.console("n1");
@@ -395,6 +399,12 @@ fn local_interface_guest_leases_by_dhcp_and_pings_the_host() {
     assert!(is_up(&tap), "the tap is up: {tap}");
     let addrs = ns.ip(&["-o", "-4", "addr", "show", "dev", &name]);
     assert!(addrs.contains("inet 100.64.1.2/31"), "{addrs}");
+    // The guest's IPv4 address in bytes 8-11 of the prefix, host suffix 1.
+    let addrs6 = ns.ip(&["-o", "-6", "addr", "show", "dev", &name]);
+    assert!(
+        addrs6.contains("inet6 fd12:3456:789a:0:6440:103:0:1/96"),
+        "{addrs6}"
+    );
     // The host learned the guest's real MAC from its ARP request.
     let neigh = ns.ip(&["neigh", "show", "dev", &name]);
     assert!(
