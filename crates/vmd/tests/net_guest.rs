@@ -579,3 +579,60 @@ fn taps_are_gone_after_the_vm_and_vmd_stop() {
     );
     println!("took {:?}", started.elapsed());
 }
+
+/// A tap that cannot be created (the name is taken by an interface that is not a tap) and a
+/// switch group on its taps (issue 7 "Bad input", F-NET-05): the VM's start fails with a
+/// message naming the interface, the other interface is left alone, vmd keeps running; a VM
+/// on the switch gets the switch's group.
+#[test]
+fn a_tap_that_cannot_be_created_fails_the_start_cleanly() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let ns = Netns::new("vmdnet-badtap");
+    assert!(succeeds(
+        Command::new("ip").args(["-n", &ns.0, "link", "add", "tap5", "type", "bridge"])
+    ));
+    let conf = format!(
+        "switch \"sw\" {{\n\tinterface br0\n\tgroup swgroup\n}}\n{}{}",
+        vm_block("bad", "exit=halt", "\tinterface tap5\n"),
+        vm_block("good", "exit=halt", "\tinterface { switch \"sw\" }\n"),
+    );
+    let d = Daemon::start(&ns, &conf);
+    d.wait_state("good", "running");
+    d.wait_until(
+        || {
+            d.log()
+                .lines()
+                .any(|l| l.contains("vm \"bad\"") && l.contains("tap5"))
+        },
+        "the log to name the tap that could not be created",
+    );
+    assert!(
+        d.state("bad").is_some_and(|s| s != "running"),
+        "{}",
+        d.log()
+    );
+    let other = ns.ip(&["-d", "link", "show", "tap5"]);
+    assert!(
+        other.contains("bridge"),
+        "tap5 is still the bridge: {other}"
+    );
+    let start = d.vmctl(&["start", "bad"]);
+    assert!(!start.status.success(), "{}", text(&start));
+    assert!(
+        text(&start).contains("start vm command failed"),
+        "{}",
+        text(&start)
+    );
+    let good = ns
+        .link_with_alias("vm2-if0-good")
+        .unwrap_or_else(|| panic!("no tap for good: {:?}", ns.links()));
+    let name = Netns::name_of(&good);
+    let link = ns.ip(&["-d", "link", "show", &name]);
+    assert!(
+        !link.contains("group default"),
+        "the switch's group is on its tap: {link}"
+    );
+}

@@ -52,7 +52,12 @@ pub fn tap_setups(
             name: n.nic.name.clone(),
             description: net::netlink::vm_description(plan.id, i, &plan.name),
             bridge: n.switch.as_ref().map(|s| s.interface.clone()),
-            group: n.nic.group.clone(),
+            // A Linux link has one group: the NIC's own, else its switch's (spec §2.4).
+            group: n
+                .nic
+                .group
+                .clone()
+                .or_else(|| n.switch.as_ref().and_then(|s| s.group.clone())),
             rdomain: n.nic.rdomain,
             up: n.nic.up,
             local: addrs,
