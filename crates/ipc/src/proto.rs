@@ -138,6 +138,12 @@ pub enum Request {
     Reset(ResetKind),
     /// `log brief|verbose` (root only).
     Log { verbose: bool },
+    /// `send id` (root only): the VM's state goes to the descriptor attached (vmctl's
+    /// stdout), then the VM stops. Answered with [`Response::Sent`] once it has.
+    Send(VmRef),
+    /// `receive name` (root only): a VM is restored from the stream on the descriptor
+    /// attached (vmctl's stdin) and runs under `name`; answered like `start`.
+    Receive(String),
 }
 
 /// vmd's own start failure codes (spec §3.5), beside plain errno values.
@@ -227,4 +233,6 @@ pub enum Response {
     Status(Vec<VmStatus>),
     /// `console`: the VM's tty, which vmctl opens itself (the tty's mode is the permission).
     Console { id: u32, tty: String },
+    /// `send`: the stream is complete and the VM has stopped.
+    Sent { id: u32 },
 }

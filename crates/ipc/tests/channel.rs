@@ -28,6 +28,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::Reload => "reload",
         Request::Reset(_) => "reset",
         Request::Log { .. } => "log",
+        Request::Send(_) => "send",
+        Request::Receive(_) => "receive",
     }
 }
 
@@ -42,6 +44,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Unpaused { .. } => "unpaused",
         Response::Status(_) => "status",
         Response::Console { .. } => "console",
+        Response::Sent { .. } => "sent",
     }
 }
 
@@ -111,6 +114,8 @@ fn every_request() -> Vec<Request> {
         Request::Reset(ResetKind::Switches),
         Request::Reset(ResetKind::Vms),
         Request::Log { verbose: true },
+        Request::Send(VmRef::Id(7)),
+        Request::Receive("copy".into()),
     ]
 }
 
@@ -162,6 +167,7 @@ fn every_response() -> Vec<Response> {
         },
         Response::Paused { id: 4 },
         Response::Unpaused { id: 5 },
+        Response::Sent { id: 6 },
         Response::Status(vec![]),
         Response::Status(
             states
@@ -198,7 +204,7 @@ fn every_request_variant_round_trips() {
     let mut seen: Vec<_> = all.iter().map(request_name).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 12, "a Request variant is missing from the list");
+    assert_eq!(seen.len(), 14, "a Request variant is missing from the list");
     for req in all {
         a.send(&req, &[]).unwrap();
         let (got, fds): (Request, _) = b.recv().unwrap();
@@ -214,7 +220,11 @@ fn every_response_variant_round_trips() {
     let mut seen: Vec<_> = all.iter().map(response_name).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 9, "a Response variant is missing from the list");
+    assert_eq!(
+        seen.len(),
+        10,
+        "a Response variant is missing from the list"
+    );
     for resp in all {
         // Both directions: the same channel carries either.
         b.send(&resp, &[]).unwrap();

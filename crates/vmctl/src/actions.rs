@@ -3,7 +3,7 @@
 //! terminal, so the commands that end in one hand back [`Next::Console`].
 
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use ipc::proto::{Request, Response, VmRef};
 
@@ -18,12 +18,17 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
 
 /// Where output goes: stdout for the status table, stderr for every message (as vmctl
-/// prints them with warnx/fprintf(stderr)).
+/// prints them with warnx/fprintf(stderr)); and the descriptors `send` and `receive` hand
+/// to vmd as the stream (stdout and stdin).
 pub struct Io<'a> {
     /// Standard output.
     pub out: &'a mut dyn Write,
     /// Standard error.
     pub err: &'a mut dyn Write,
+    /// Where `send` has vmd write the stream.
+    pub stream_out: BorrowedFd<'a>,
+    /// Where `receive` has vmd read the stream from.
+    pub stream_in: BorrowedFd<'a>,
 }
 
 impl Io<'_> {
@@ -107,6 +112,62 @@ pub fn execute(cmd: &Command, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
         Command::Reload => simple(Request::Reload, daemon, io),
         Command::Reset(kind) => simple(Request::Reset(*kind), daemon, io),
         Command::Log { verbose } => simple(Request::Log { verbose: *verbose }, daemon, io),
+        Command::Send(vm) => send_vm(vm, daemon, io),
+        Command::Receive(name) => receive_vm(name, daemon, io),
+    }
+}
+
+fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: isatty only inspects the descriptor, which `fd` keeps open.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
+}
+
+/// `send id`: vmd writes the stream straight to our stdout (the descriptor travels with the
+/// request, vmctl copies nothing) and answers once the VM has stopped.
+fn send_vm(vm: &VmRef, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
+    if is_terminal(io.stream_out) {
+        io.line(&warnx(
+            "send: stdout is a terminal: redirect it to a file or a pipe",
+        ));
+        return Next::Exit(EXIT_FAIL);
+    }
+    let fd = io.stream_out;
+    let Some(mut conn) = open(daemon, io, &Request::Send(vm.clone()), &[fd]) else {
+        return Next::Exit(EXIT_FAIL);
+    };
+    let Some(resp) = next_answer(conn.as_mut(), io) else {
+        return Next::Exit(EXIT_FAIL);
+    };
+    let (lines, ok) = messages::send_reply(&resp);
+    io.lines(&lines);
+    status_of(ok)
+}
+
+/// `receive name`: vmd reads the stream straight from our stdin and starts the VM.
+fn receive_vm(name: &str, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
+    if is_terminal(io.stream_in) {
+        io.line(&warnx(
+            "receive: stdin is a terminal: redirect it from a file or a pipe",
+        ));
+        return Next::Exit(EXIT_FAIL);
+    }
+    let fd = io.stream_in;
+    let req = Request::Receive(name.to_string());
+    let Some(mut conn) = open(daemon, io, &req, &[fd]) else {
+        return Next::Exit(EXIT_FAIL);
+    };
+    let Some(resp) = next_answer(conn.as_mut(), io) else {
+        return Next::Exit(EXIT_FAIL);
+    };
+    match messages::receive_reply(&resp) {
+        Ok((id, tty)) => {
+            io.line(&messages::started(id, &tty));
+            Next::Exit(EXIT_OK)
+        }
+        Err(lines) => {
+            io.lines(&lines);
+            Next::Exit(EXIT_FAIL)
+        }
     }
 }
 

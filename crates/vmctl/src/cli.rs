@@ -93,10 +93,14 @@ pub enum Command {
     Log { verbose: bool },
     /// `pause id`.
     Pause(VmRef),
+    /// `receive name`: a VM from the stream on stdin, started under `name`.
+    Receive(String),
     /// `reload`.
     Reload,
     /// `reset [all|switches|vms]`.
     Reset(ResetKind),
+    /// `send id`: the VM's state to stdout, then the VM stops.
+    Send(VmRef),
     /// `show`/`status [-r] [--json] [id]`.
     Status {
         vm: Option<VmRef>,
@@ -124,8 +128,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("load", "filename"),
     ("log", "[brief | verbose]"),
     ("pause", "id"),
+    ("receive", "name"),
     ("reload", ""),
     ("reset", "[all | switches | vms]"),
+    ("send", "id"),
     ("show", "[-r] [--json] [id]"),
     (
         "start",
@@ -317,6 +323,8 @@ impl Cx<'_> {
             "pause" => Ok(Command::Pause(self.single_id(args)?)),
             "unpause" => Ok(Command::Unpause(self.single_id(args)?)),
             "wait" => Ok(Command::Wait(self.single_id(args)?)),
+            "send" => Ok(Command::Send(self.single_id(args)?)),
+            "receive" => self.receive(args),
             "create" => self.create(args),
             "load" => self.load(args),
             "log" => self.log(args),
@@ -349,6 +357,20 @@ impl Cx<'_> {
         match args {
             [_, word] => self.id(word),
             _ => Err(self.usage()),
+        }
+    }
+
+    /// `receive name`: a name, never an id (OpenBSD's `parse_vmid` with `needname`).
+    fn receive(&self, args: &[String]) -> Parsed<Command> {
+        let [_, word] = args else {
+            return Err(self.usage());
+        };
+        match self.id(word)? {
+            VmRef::Name(name) => Ok(Command::Receive(name)),
+            VmRef::Id(_) => Err(vec![
+                warnx("invalid vm name"),
+                warnx(format_args!("invalid id: {word}")),
+            ]),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod start;
 pub mod status;
 
 use std::io::Write;
+use std::os::fd::AsFd;
 
 use actions::{Io, Next, EXIT_FAIL};
 use client::SocketConnector;
@@ -31,6 +32,7 @@ use client::SocketConnector;
 pub fn run(args: &[String]) -> u8 {
     let stderr = std::io::stderr();
     let stdout = std::io::stdout();
+    let stdin = std::io::stdin();
     let invocation = match cli::parse(args, &|p| std::fs::canonicalize(p)) {
         Ok(inv) => inv,
         Err(lines) => {
@@ -47,6 +49,8 @@ pub fn run(args: &[String]) -> u8 {
         let mut io = Io {
             out: &mut out,
             err: &mut err,
+            stream_out: stdout.as_fd(),
+            stream_in: stdin.as_fd(),
         };
         io.lines(&invocation.warnings);
         actions::execute(&invocation.command, &daemon, &mut io)

@@ -80,6 +80,47 @@ pub fn started(id: u32, tty: &str) -> String {
     warnx(format_args!("started vm {id} successfully, tty {tty}"))
 }
 
+/// `send`: the lines to print and whether it is a success. A failure names the errno as
+/// vmctl does, then vmd's reason (which part of the stream, which write failed): a stream
+/// problem is not told by an errno alone.
+pub fn send_reply(resp: &Response) -> (Vec<String>, bool) {
+    match resp {
+        Response::Sent { id } => (vec![warnx(format_args!("sent vm {id} successfully"))], true),
+        Response::Failed { .. } => (stream_failure("send vm command failed", resp), false),
+        _ => (vec![warnx(UNEXPECTED)], false),
+    }
+}
+
+/// `receive`: the received VM's id and tty (it is reported as `start` reports a VM), or the
+/// lines to print.
+pub fn receive_reply(resp: &Response) -> Result<(u32, String), Vec<String>> {
+    match resp {
+        Response::Started { id, tty } => Ok((*id, tty.clone())),
+        Response::Failed { .. } => Err(stream_failure("receive vm command failed", resp)),
+        _ => Err(vec![warnx(UNEXPECTED)]),
+    }
+}
+
+/// A failed send or receive: vmd's code or errno, then its message on a line of its own.
+fn stream_failure(what: &str, resp: &Response) -> Vec<String> {
+    let Response::Failed {
+        errno,
+        code,
+        message,
+    } = resp
+    else {
+        return vec![warnx(UNEXPECTED)];
+    };
+    let mut lines = vec![match code {
+        Some(code) => warnx(format_args!("{what}: {}", vmd_error(*code))),
+        None => errno_failure(what, *errno),
+    }];
+    if !message.is_empty() {
+        lines.push(warnx(message));
+    }
+    lines
+}
+
 /// One step of `stop`/`wait`: wait for another answer, or print this and finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -204,6 +245,54 @@ mod tests {
         assert_eq!(
             io_error_text(&io::Error::from_raw_os_error(libc::EACCES)),
             "Permission denied"
+        );
+    }
+
+    #[test]
+    fn send_and_receive_messages() {
+        assert_eq!(
+            send_reply(&Response::Sent { id: 3 }),
+            (vec!["vmctl: sent vm 3 successfully".to_string()], true)
+        );
+        let refused = Response::Failed {
+            errno: libc::ENOSPC,
+            code: None,
+            message: "vm 3: send failed: writing the snapshot stream: No space left on device"
+                .into(),
+        };
+        assert_eq!(
+            send_reply(&refused),
+            (
+                vec![
+                    "vmctl: send vm command failed: No space left on device".to_string(),
+                    "vmctl: vm 3: send failed: writing the snapshot stream: No space left on device"
+                        .to_string()
+                ],
+                false
+            )
+        );
+        assert_eq!(
+            send_reply(&failed(libc::EPERM, None)).0,
+            ["vmctl: send vm command failed: Operation not permitted"]
+        );
+        assert_eq!(
+            receive_reply(&Response::Started {
+                id: 2,
+                tty: "/dev/pts/4".into()
+            }),
+            Ok((2, "/dev/pts/4".into()))
+        );
+        assert_eq!(
+            receive_reply(&failed(0, Some(VmdError::DiskMissing))),
+            Err(vec![
+                "vmctl: receive vm command failed: could not open disk image(s)".to_string()
+            ])
+        );
+        assert_eq!(
+            receive_reply(&Response::Ok),
+            Err(vec![
+                "vmctl: unexpected response received from vmd".to_string()
+            ])
         );
     }
 

@@ -1,6 +1,6 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 
 use ipc::proto::{ResetKind, StartRequest, VmState, VmStatus, VmdError};
@@ -53,15 +53,18 @@ fn fake(answers: Vec<Vec<Response>>) -> Fake {
     }
 }
 
-/// Runs a command: (next, stdout, stderr).
+/// Runs a command: (next, stdout, stderr). The stream descriptors are a scratch file.
 fn exec(cmd: &Command, daemon: &Fake) -> (Next, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
+    let stream = tempfile::tempfile().unwrap();
     let next = execute(
         cmd,
         daemon,
         &mut Io {
             out: &mut out,
             err: &mut err,
+            stream_out: stream.as_fd(),
+            stream_in: stream.as_fd(),
         },
     );
     (
@@ -447,6 +450,41 @@ fn root_only_commands() {
         assert_eq!(err, "vmctl: command failed: Operation not permitted\n");
         assert_eq!(exec(&cmd, &d).2, "vmctl: command failed\n");
     }
+}
+
+#[test]
+fn send_and_receive_pass_the_stream_descriptor() {
+    let d = fake(vec![
+        vec![Response::Sent { id: 2 }],
+        vec![Response::Started {
+            id: 3,
+            tty: "/dev/pts/7".into(),
+        }],
+        vec![Response::Failed {
+            errno: libc::ENOENT,
+            code: None,
+            message: "receive of vm \"c\": not a VM snapshot stream".into(),
+        }],
+    ]);
+    let (next, out, err) = exec(&Command::Send(VmRef::Id(2)), &d);
+    assert_eq!(next, Next::Exit(EXIT_OK));
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("", "vmctl: sent vm 2 successfully\n")
+    );
+    assert_eq!(d.sent.borrow()[0], (Request::Send(VmRef::Id(2)), 1));
+    let receive = Command::Receive("c".into());
+    let (next, _, err) = exec(&receive, &d);
+    assert_eq!(next, Next::Exit(EXIT_OK));
+    assert_eq!(err, "vmctl: started vm 3 successfully, tty /dev/pts/7\n");
+    assert_eq!(d.sent.borrow()[1], (Request::Receive("c".into()), 1));
+    let (next, _, err) = exec(&receive, &d);
+    assert_eq!(next, Next::Exit(EXIT_FAIL));
+    assert_eq!(
+        err,
+        "vmctl: receive vm command failed: No such file or directory\n\
+         vmctl: receive of vm \"c\": not a VM snapshot stream\n"
+    );
 }
 
 #[test]

@@ -94,7 +94,29 @@ fn prefixes_ambiguous_and_unknown() {
         ["unknown argument: frobnicate", USAGE]
     );
     assert_eq!(err(&["statusx"]), ["unknown argument: statusx", USAGE]);
-    assert_eq!(err(&["send", "1"]), ["unknown argument: send", USAGE]);
+    assert_eq!(cmd(&["se", "1"]), Command::Send(VmRef::Id(1)));
+    assert_eq!(cmd(&["rec", "copy"]), Command::Receive("copy".into()));
+}
+
+#[test]
+fn send_takes_an_id_and_receive_a_name() {
+    assert_eq!(cmd(&["send", "web"]), Command::Send(name("web")));
+    assert_eq!(cmd(&["send", "2"]), Command::Send(VmRef::Id(2)));
+    assert_eq!(cmd(&["receive", "copy"]), Command::Receive("copy".into()));
+    assert_eq!(
+        err(&["receive", "12"]),
+        ["vmctl: invalid vm name", "vmctl: invalid id: 12"]
+    );
+    assert_eq!(
+        err(&["receive", "a b"]),
+        ["vmctl: invalid vm name", "vmctl: invalid id: a b"]
+    );
+    for c in ["send", "receive"] {
+        assert_eq!(err(&[c]), [command_usage(c)]);
+        assert_eq!(err(&[c, "a", "b"]), [command_usage(c)]);
+    }
+    assert_eq!(command_usage("send"), "usage:\tvmctl [-v] send id");
+    assert_eq!(command_usage("receive"), "usage:\tvmctl [-v] receive name");
 }
 
 #[test]

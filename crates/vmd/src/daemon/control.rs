@@ -25,14 +25,6 @@ fn lock(c: &Clients) -> MutexGuard<'_, HashMap<ClientId, Arc<Channel>>> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Requests only root may make (spec §3.7).
-pub fn root_only(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::Load(_) | Request::Reload | Request::Reset(_) | Request::Log { .. }
-    )
-}
-
 /// Arguments of the control role: `--socket PATH --owner UID:GID`.
 struct Args {
     socket: String,
@@ -151,7 +143,7 @@ fn serve_client(id: ClientId, chan: Channel, parent: &Channel, clients: &Clients
                 break;
             }
         };
-        if root_only(&request) && caller.uid != 0 {
+        if crate::registry::needs_root(&request) && caller.uid != 0 {
             log_warn!("denied request {request:?} from uid {}", caller.uid);
             let denied = Response::Failed {
                 errno: libc::EPERM,

@@ -77,8 +77,8 @@ pub struct DhcpLaunch {
 
 /// What a VM process needs to build its VM. Fds come attached, in this order: the KVM fd,
 /// the boot image, the initrd (if `has_initrd`), the console pty master, every image of
-/// every disk (each disk's chain top first), the CD-ROM image (if `cdrom`), then one tap
-/// per NIC.
+/// every disk (each disk's chain top first), the CD-ROM image (if `cdrom`), one tap per NIC,
+/// then the stream to restore (if `restore`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     /// vmd's VM id.
@@ -103,6 +103,18 @@ pub struct Launch {
     pub nics: Vec<NicLaunch>,
     /// `boot device` / `vmctl start -B`: `disk`, `cdrom` or `net`.
     pub boot_device: Option<String>,
+    /// `vmctl receive`: restore the stream instead of booting.
+    pub restore: Option<RestoreLaunch>,
+}
+
+/// A VM to restore from a received stream (spec §4.11). The parent has read the snapshot
+/// header and the VM definition from the stream already; the rest is read from the stream
+/// fd, which is positioned right after the definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreLaunch {
+    /// The snapshot header as read (checked by the parent, checked again by the restore: it
+    /// counts in the stream's checksum).
+    pub header: Vec<u8>,
 }
 
 /// parent -> vmm.
@@ -122,6 +134,9 @@ pub enum ParentToVmm {
     Break { id: u32 },
     /// Log verbosity for vmm and every VM process.
     Verbose { level: u8 },
+    /// `vmctl send`: write the VM's state to the fd attached, with `definition` (an encoded
+    /// [`crate::transfer::Definition`] block) after the snapshot header, then stop the VM.
+    Send { id: u32, definition: Vec<u8> },
 }
 
 /// How a VM process ended.
@@ -150,12 +165,20 @@ pub enum VmmToParent {
     },
     /// Pause/unpause done.
     Paused { id: u32, paused: bool },
+    /// The stream of a send is complete; the VM stops next.
+    Sent { id: u32 },
+    /// A send failed; the VM runs on (or stays paused if it was).
+    SendFailed {
+        id: u32,
+        errno: i32,
+        message: String,
+    },
     /// The VM process ended.
     Exited { id: u32, end: VmEnd },
 }
 
 /// vmm -> one VM process, after [`Launch`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum VmCommand {
     /// ACPI power button.
     Shutdown,
@@ -169,6 +192,8 @@ pub enum VmCommand {
     Break,
     /// Log verbosity.
     Verbose(u8),
+    /// Write the snapshot to the fd attached, then stop ([`ParentToVmm::Send`]).
+    Send { definition: Vec<u8> },
 }
 
 /// One VM process -> vmm.
@@ -180,6 +205,10 @@ pub enum VmReport {
     Failed { errno: i32, message: String },
     /// Pause state changed.
     Paused(bool),
+    /// The snapshot stream is complete; the VM stops next.
+    Sent,
+    /// The snapshot could not be written; the VM was left as it was.
+    SendFailed { errno: i32, message: String },
     /// The VM ended.
     Ended(VmEnd),
 }

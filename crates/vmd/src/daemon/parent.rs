@@ -16,7 +16,7 @@ use ipc::Channel;
 
 use super::internal::{
     ClientId, ControlToParent, DiskImage, Launch, ParentToControl, ParentToPriv, ParentToVmm,
-    PrivToParent, SwitchSetup, TapReady, VmEnd, VmmToParent,
+    PrivToParent, RestoreLaunch, SwitchSetup, TapReady, VmEnd, VmmToParent,
 };
 use super::nics;
 use super::pty::{self, Console};
@@ -25,6 +25,7 @@ use super::{log, privdrop, signals};
 use crate::registry::{
     self, AfterExit, Caller, Exit, Failure, Registry, StartPlan, SystemFiles, SystemNames,
 };
+use crate::transfer::{self, Definition, Timed, STALL_TIMEOUT};
 use crate::{log_debug, log_info, log_warn};
 
 /// Debian's SeaBIOS, used when vmd's default BIOS path does not exist (DESIGN.md §1).
@@ -52,6 +53,24 @@ enum Event {
     Priv(PrivToParent, Vec<OwnedFd>),
     ChildGone(&'static str),
     Signal(i32),
+    /// The head of a `vmctl receive` stream was read (or refused) on a thread of its own.
+    Received(Box<Received>),
+}
+
+/// The head of a received stream: the snapshot header and the VM definition, and the stream
+/// positioned after them.
+struct Received {
+    client: ClientId,
+    name: String,
+    head: Result<(Vec<u8>, Definition), Failure>,
+    stream: File,
+}
+
+/// A stream to restore a VM from, carried from `receive` to the launch.
+struct RestoreStream {
+    /// The snapshot header, already read from `stream`.
+    header: Vec<u8>,
+    stream: File,
 }
 
 /// A VM the parent has handed to vmm: its console and the files to start it again with.
@@ -67,6 +86,12 @@ struct Live {
     starter: Option<ClientId>,
     /// Clients waiting for a pause/unpause answer.
     pausers: Vec<(ClientId, bool)>,
+    /// What this run is, for a `send` to put in the stream.
+    definition: Definition,
+    /// The client of a `send` in progress.
+    sender: Option<ClientId>,
+    /// The send's stream is complete: answer the sender when the VM has ended.
+    sent: bool,
 }
 
 struct Parent {
@@ -84,6 +109,8 @@ struct Parent {
     /// The IPv6 prefix of bare `local inet6`, drawn once.
     ula: std::net::Ipv6Addr,
     shutting_down: bool,
+    /// For threads that report back to the event loop (stream readers).
+    events: mpsc::Sender<Event>,
 }
 
 /// A start whose taps priv is creating.
@@ -91,6 +118,7 @@ struct PendingStart {
     plan: StartPlan,
     client: Option<ClientId>,
     fds: Vec<OwnedFd>,
+    restore: Option<RestoreStream>,
 }
 
 /// Run the daemon's parent process.
@@ -159,8 +187,9 @@ pub fn run(opts: Options) -> ExitCode {
     });
     forward::<VmmToParent>(&vmm, tx.clone(), "vmm", |m, _| Event::Vmm(m));
     forward::<PrivToParent>(&privsep, tx.clone(), "priv", Event::Priv);
+    let signal_tx = tx.clone();
     signals::forward(move |s| {
-        let _ = tx.send(Event::Signal(s));
+        let _ = signal_tx.send(Event::Signal(s));
     });
     log_info!("started");
     let mut parent = Parent {
@@ -175,6 +204,7 @@ pub fn run(opts: Options) -> ExitCode {
         pending_taps: HashMap::new(),
         ula: nics::random_ula(),
         shutting_down: false,
+        events: tx,
     };
     parent.setup_switches();
     let code = parent.event_loop(&rx);
@@ -240,7 +270,7 @@ impl Parent {
             let now = Instant::now();
             for started in self.registry.due_starts(now) {
                 match started {
-                    Ok(plan) => self.launch(plan, None, Vec::new()),
+                    Ok(plan) => self.launch(plan, None, Vec::new(), None),
                     Err(f) => log_warn!("{}", f.message),
                 }
             }
@@ -286,6 +316,7 @@ impl Parent {
                     return ExitCode::FAILURE;
                 }
                 Ok(Event::Signal(s)) if s == libc::SIGHUP => self.reload(None),
+                Ok(Event::Received(r)) => self.received(*r),
                 Ok(Event::Signal(_)) => {
                     if !self.shutting_down {
                         log_info!("shutting down: stopping every VM");
@@ -380,7 +411,7 @@ impl Parent {
         match *request {
             Request::Start(req) => match self.registry.start_request(&req, &caller, Instant::now())
             {
-                Ok(plan) => self.launch(plan, Some(client), fds),
+                Ok(plan) => self.launch(plan, Some(client), fds, None),
                 Err(f) => self.fail(client, &f),
             },
             Request::Stop { vm, force, wait } => {
@@ -453,6 +484,120 @@ impl Parent {
                 let _ = self.control.send(&ParentToControl::Verbose { level }, &[]);
                 self.reply(client, Response::Ok);
             }
+            Request::Send(vm) => {
+                if let Err(f) = self.send(client, &vm, &caller, fds) {
+                    self.fail(client, &f);
+                }
+            }
+            Request::Receive(name) => {
+                if let Err(f) = self.receive(client, name, fds) {
+                    self.fail(client, &f);
+                }
+            }
+        }
+    }
+
+    /// `vmctl send`: the VM process writes the stream to the fd vmctl sent (its stdout) and
+    /// stops the VM; the client is answered when the VM has ended ([`Parent::vm_exited`]).
+    fn send(
+        &mut self,
+        client: ClientId,
+        vm: &VmRef,
+        caller: &Caller,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), Failure> {
+        let id = self.registry.send_request(vm, caller)?;
+        let Some(live) = self.live.get_mut(&id) else {
+            return Err(Failure::errno(
+                libc::EINVAL,
+                format!("vm {id} is not running"),
+            ));
+        };
+        if live.sender.is_some() {
+            return Err(Failure::errno(
+                libc::EBUSY,
+                format!("vm {id}: a send is already in progress"),
+            ));
+        }
+        let [stream] = <[OwnedFd; 1]>::try_from(fds).map_err(|fds| {
+            Failure::errno(
+                libc::EINVAL,
+                format!("vm {id}: send came with {} descriptors, not 1", fds.len()),
+            )
+        })?;
+        let definition = live.definition.encode()?;
+        self.vmm
+            .send(&ParentToVmm::Send { id, definition }, &[stream.as_fd()])
+            .map_err(|e| Failure::errno(libc::EIO, format!("vm {id}: vmm: {e}")))?;
+        live.sender = Some(client);
+        log_info!("vm {id}: sending");
+        Ok(())
+    }
+
+    /// `vmctl receive name`: read the stream's header and VM definition on a thread (a pipe
+    /// may be slow, the event loop must not wait), then [`Parent::received`] registers and
+    /// launches the VM.
+    fn receive(
+        &mut self,
+        client: ClientId,
+        name: String,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), Failure> {
+        if self.registry.get(&VmRef::Name(name.clone())).is_some() {
+            return Err(Failure::errno(
+                libc::EALREADY,
+                format!("vm \"{name}\" already exists"),
+            ));
+        }
+        let [stream] = <[OwnedFd; 1]>::try_from(fds).map_err(|fds| {
+            Failure::errno(
+                libc::EINVAL,
+                format!("receive came with {} descriptors, not 1", fds.len()),
+            )
+        })?;
+        let stream = File::from(stream);
+        let events = self.events.clone();
+        std::thread::spawn(move || {
+            let head = read_head(&stream);
+            let r = Received {
+                client,
+                name,
+                head,
+                stream,
+            };
+            let _ = events.send(Event::Received(Box::new(r)));
+        });
+        Ok(())
+    }
+
+    /// The head of a received stream is in: register the VM under its new name and launch it
+    /// with the stream to restore. A refused stream registers nothing.
+    fn received(&mut self, r: Received) {
+        let (header, def) = match r.head {
+            Ok(h) => h,
+            Err(f) => {
+                let f = Failure {
+                    message: format!("receive of vm \"{}\": {}", r.name, f.message),
+                    ..f
+                };
+                return self.fail(r.client, &f);
+            }
+        };
+        match self.registry.receive_request(&r.name, &def, Instant::now()) {
+            Ok(plan) => {
+                log_info!(
+                    "receiving vm {:?} as \"{}\" (vm {})",
+                    def.name,
+                    plan.name,
+                    plan.id
+                );
+                let restore = RestoreStream {
+                    header,
+                    stream: r.stream,
+                };
+                self.launch(plan, Some(r.client), Vec::new(), Some(restore));
+            }
+            Err(f) => self.fail(r.client, &f),
         }
     }
 
@@ -515,10 +660,16 @@ impl Parent {
 
     /// Start `plan`: first its taps (priv answers later, see [`Parent::taps_ready`]), then
     /// the rest. `fds` are the boot image and initrd vmctl opened with the user's own
-    /// permissions, if it sent any.
-    fn launch(&mut self, plan: StartPlan, client: Option<ClientId>, fds: Vec<OwnedFd>) {
+    /// permissions, if it sent any; `restore` the stream of a `receive`.
+    fn launch(
+        &mut self,
+        plan: StartPlan,
+        client: Option<ClientId>,
+        fds: Vec<OwnedFd>,
+        restore: Option<RestoreStream>,
+    ) {
         if plan.nics.is_empty() {
-            self.launch_with_taps(plan, client, fds, Vec::new(), Vec::new());
+            self.launch_with_taps(plan, client, fds, restore, Vec::new(), Vec::new());
             return;
         }
         let sent = nics::tap_setups(&plan, self.registry.global(), self.ula).and_then(|taps| {
@@ -533,8 +684,13 @@ impl Parent {
         });
         match sent {
             Ok(()) => {
-                self.pending_taps
-                    .insert(plan.id, PendingStart { plan, client, fds });
+                let pending = PendingStart {
+                    plan,
+                    client,
+                    fds,
+                    restore,
+                };
+                self.pending_taps.insert(pending.plan.id, pending);
             }
             Err(f) => self.start_failed(&plan, client, &f),
         }
@@ -561,7 +717,7 @@ impl Parent {
             self.start_failed(&p.plan, p.client, &f);
             return;
         }
-        self.launch_with_taps(p.plan, p.client, p.fds, taps, fds);
+        self.launch_with_taps(p.plan, p.client, p.fds, p.restore, taps, fds);
     }
 
     fn taps_failed(&mut self, vm: u32, generation: u64, message: String) {
@@ -580,13 +736,14 @@ impl Parent {
         plan: StartPlan,
         client: Option<ClientId>,
         fds: Vec<OwnedFd>,
+        restore: Option<RestoreStream>,
         taps: Vec<TapReady>,
         tap_fds: Vec<OwnedFd>,
     ) {
         let id = plan.id;
         let restart_console = self.live.remove(&id);
         match self.prepare(&plan, fds, restart_console, &taps) {
-            Ok((launch, mut live, kvm)) => {
+            Ok((mut launch, mut live, kvm)) => {
                 live.starter = client;
                 let mut list: Vec<BorrowedFd<'_>> = vec![kvm.as_fd(), live.boot.as_fd()];
                 if let Some(i) = &live.initrd {
@@ -595,6 +752,12 @@ impl Parent {
                 list.push(live.console.master.as_fd());
                 list.extend(live.disk_files.iter().map(|f| f.as_fd()));
                 list.extend(tap_fds.iter().map(|f| f.as_fd()));
+                if let Some(r) = &restore {
+                    launch.restore = Some(RestoreLaunch {
+                        header: r.header.clone(),
+                    });
+                    list.push(r.stream.as_fd());
+                }
                 if list.len() > ipc::MAX_FDS {
                     let f = Failure::code(
                         ipc::proto::VmdError::DiskMissing,
@@ -705,6 +868,7 @@ impl Parent {
                 }
                 .to_string()
             }),
+            restore: None,
         };
         let live = Live {
             generation: plan.generation,
@@ -714,6 +878,9 @@ impl Parent {
             disk_files,
             starter: None,
             pausers: Vec::new(),
+            definition: Definition::of_plan(plan),
+            sender: None,
+            sent: false,
         };
         Ok((launch, live, kvm))
     }
@@ -774,6 +941,22 @@ impl Parent {
                     );
                 }
             }
+            VmmToParent::Sent { id } => {
+                if let Err(f) = self.registry.mark_sent(id) {
+                    log_debug!("{}", f.message);
+                }
+                if let Some(live) = self.live.get_mut(&id) {
+                    live.sent = true;
+                }
+                log_info!("vm {id}: sent");
+            }
+            VmmToParent::SendFailed { id, errno, message } => {
+                let f = Failure::errno(errno, format!("vm {id}: send failed: {message}"));
+                match self.live.get_mut(&id).and_then(|l| l.sender.take()) {
+                    Some(c) => self.fail(c, &f),
+                    None => log_warn!("{}", f.message),
+                }
+            }
             VmmToParent::Exited { id, end } => self.vm_exited(id, end),
         }
     }
@@ -803,11 +986,19 @@ impl Parent {
             log_info!("{note}");
         }
         log_info!("vm {id} ended: {end:?}");
+        if let Some(c) = live.sender {
+            if live.sent {
+                self.reply(c, Response::Sent { id });
+            } else {
+                let f = Failure::errno(libc::EIO, format!("vm {id} ended during its send"));
+                self.fail(c, &f);
+            }
+        }
         match ended.after {
             AfterExit::Restart(plan) if !self.shutting_down => {
                 // launch() takes the console and files back out of `live`.
                 self.live.insert(id, live);
-                self.launch(*plan, None, Vec::new());
+                self.launch(*plan, None, Vec::new(), None);
                 return;
             }
             _ => {
@@ -910,6 +1101,17 @@ fn rewind(f: File) -> Result<File, Failure> {
     f.rewind()
         .map_err(|e| Failure::errno(libc::EIO, format!("rewinding a boot image: {e}")))?;
     Ok(f)
+}
+
+/// Read the head of a received stream: the snapshot header, checked (signature, version,
+/// layout; the CPU is checked by the VM process against the vCPUs it creates), then the VM
+/// definition block, checked against its limits. Every read gives up after
+/// [`STALL_TIMEOUT`] without data; nothing past the definition is read.
+fn read_head(stream: &File) -> Result<(Vec<u8>, Definition), Failure> {
+    let mut input = Timed::new(stream, STALL_TIMEOUT);
+    let header = transfer::read_header(&mut input)?;
+    let def = transfer::read_definition(&mut input)?;
+    Ok((header.to_vec(), def))
 }
 
 /// Resident memory of a VM process (VmRSS), for `status`'s CURMEM.

@@ -58,6 +58,7 @@ pub fn main(parent: Channel, inherit: &Inherit) -> ExitCode {
             ParentToVmm::Pause { id } => command(&slots, id, VmCommand::Pause),
             ParentToVmm::Unpause { id } => command(&slots, id, VmCommand::Unpause),
             ParentToVmm::Break { id } => command(&slots, id, VmCommand::Break),
+            ParentToVmm::Send { id, definition } => send(&parent, &slots, id, definition, fds),
             ParentToVmm::Verbose { level } => {
                 log::set_verbosity(level);
                 inherit.verbosity = level;
@@ -74,6 +75,29 @@ fn command(slots: &Slots, id: u32, cmd: VmCommand) {
         if let Err(e) = slot.chan.send(&cmd, &[]) {
             log_warn!("vm {id}: {cmd:?}: {e}");
         }
+    }
+}
+
+/// Hand a send to the VM process with its stream fd; a VM without a process (it ended just
+/// now) fails the send at once so the client is answered.
+fn send(parent: &Channel, slots: &Slots, id: u32, definition: Vec<u8>, fds: Vec<OwnedFd>) {
+    let chan = lock(slots).get(&id).map(|s| s.chan.clone());
+    let sent = match &chan {
+        Some(chan) => {
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+            chan.send(&VmCommand::Send { definition }, &borrowed)
+                .map_err(|e| format!("{e}"))
+        }
+        None => Err("the VM process is gone".to_string()),
+    };
+    if let Err(message) = sent {
+        log_warn!("vm {id}: send: {message}");
+        let failed = VmmToParent::SendFailed {
+            id,
+            errno: libc::ESRCH,
+            message,
+        };
+        let _ = parent.send(&failed, &[]);
     }
 }
 
@@ -165,6 +189,10 @@ fn watch(id: u32, chan: &Channel, mut child: Child, parent: &Channel, slots: &Sl
                 VmmToParent::StartFailed { id, errno, message }
             }
             VmReport::Paused(paused) => VmmToParent::Paused { id, paused },
+            VmReport::Sent => VmmToParent::Sent { id },
+            VmReport::SendFailed { errno, message } => {
+                VmmToParent::SendFailed { id, errno, message }
+            }
             VmReport::Ended(e) => {
                 end = Some(e);
                 continue;

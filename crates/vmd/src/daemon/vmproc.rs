@@ -1,8 +1,10 @@
 //! The VM process (one per running VM): receives its launch data and descriptors from vmm,
-//! builds the VM, enters its sandbox, runs the guest, and reports how it ended. It never
-//! opens a path: the KVM device, the boot image and the console arrive as descriptors.
+//! builds the VM (or restores it from a received stream), enters its sandbox, runs the guest,
+//! and reports how it ended. It never opens a path: the KVM device, the boot image, the
+//! console and a send's or receive's stream arrive as descriptors.
 
 use std::fs::File;
+use std::io::{BufWriter, Read};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +19,13 @@ use kvm_ioctls::Kvm;
 
 use super::internal::{DhcpLaunch, Launch, VmCommand, VmEnd, VmReport};
 use super::{log, sandbox};
+use crate::transfer::{self, Splice, Timed, STALL_TIMEOUT};
 use crate::{log_info, log_warn};
 
 /// Errno-style code for failures to build a VM (vmctl prints its strerror).
 const EBUILD: i32 = libc::EINVAL;
+/// Buffer between a snapshot and its stream fd (a pipe or a file): few large writes.
+const SEND_BUFFER: usize = 1 << 20;
 
 /// Entry point of the `vm` role.
 pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
@@ -83,14 +88,16 @@ pub fn main(chan: Channel, inherit: &super::spawn::Inherit) -> ExitCode {
 }
 
 /// Build the VM from the launch message and its fds (KVM, boot image, initrd?, console, disk
-/// images, CD-ROM?). Errors carry an errno for vmctl: EBUSY for a disk another VM writes to.
+/// images, CD-ROM?, taps, stream?), or restore it from the stream. Errors carry an errno for
+/// vmctl: EBUSY for a disk another VM writes to, ENOENT or EINVAL for a refused stream.
 fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
     let images: usize = launch.disks.iter().map(Vec::len).sum();
     let expected = 3
         + usize::from(launch.has_initrd)
         + images
         + usize::from(launch.cdrom.is_some())
-        + launch.nics.len();
+        + launch.nics.len()
+        + usize::from(launch.restore.is_some());
     if fds.len() != expected {
         return Err((
             EBUILD,
@@ -155,7 +162,11 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
             responder: nic.dhcp.clone().map(|d| dhcp_responder(nic.mac, d)),
         });
     }
-    Vm::new(VmConfig {
+    let stream = match &launch.restore {
+        Some(_) => Some(File::from(next()?)),
+        None => None,
+    };
+    let cfg = VmConfig {
         memory: launch.memory,
         vcpus: launch.cpus,
         boot: BootImage {
@@ -175,8 +186,18 @@ fn build(launch: &Launch, fds: Vec<OwnedFd>) -> Result<Vm, (i32, String)> {
             .boot_device
             .as_deref()
             .and_then(BootDevice::from_name),
-    })
-    .map_err(|e| einval(e.to_string()))
+    };
+    match (&launch.restore, stream) {
+        (Some(r), Some(stream)) => {
+            // The parent read the header and the definition; the stream goes on from there.
+            let mut input = r.header.as_slice().chain(Timed::new(stream, STALL_TIMEOUT));
+            let vm = Vm::restore(cfg, &mut input)
+                .map_err(|e| (transfer::errno_of(&e), e.to_string()))?;
+            log_info!("restored from the received stream");
+            Ok(vm)
+        }
+        _ => Vm::new(cfg).map_err(|e| einval(e.to_string())),
+    }
 }
 
 /// What a virtio-net device calls with each DHCP request the guest sends.
@@ -210,11 +231,47 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `vmctl send`: write the snapshot, with the definition block after its header, to the
+/// stream fd. Once it is complete the VM stops (spec §4.11); if writing fails the VM is left
+/// as it was, running or paused, and nothing of the guest was lost.
+fn send(chan: &Channel, vm: &VmHandle, definition: Vec<u8>, fds: Vec<OwnedFd>) {
+    let Some(fd) = fds.into_iter().next() else {
+        let report = VmReport::SendFailed {
+            errno: libc::EINVAL,
+            message: "send without a stream descriptor".into(),
+        };
+        let _ = chan.send(&report, &[]);
+        return;
+    };
+    let was_paused = vm.is_paused();
+    let mut out = BufWriter::with_capacity(SEND_BUFFER, Splice::new(File::from(fd), definition));
+    match vm.snapshot(&mut out) {
+        Ok(()) => {
+            log_info!("sent: stopping");
+            let _ = chan.send(&VmReport::Sent, &[]);
+            vm.force_stop();
+        }
+        Err(e) => {
+            // Drop what is buffered without writing it again to a broken stream.
+            let _ = out.into_parts();
+            if !was_paused {
+                vm.unpause();
+            }
+            log_warn!("send failed, the VM runs on: {e}");
+            let report = VmReport::SendFailed {
+                errno: transfer::errno_of(&e),
+                message: e.to_string(),
+            };
+            let _ = chan.send(&report, &[]);
+        }
+    }
+}
+
 /// Carry out vmm's commands until the channel closes (vmm gone: stop the VM).
 fn serve_commands(chan: &Channel, vm: &VmHandle) {
     loop {
-        let cmd: VmCommand = match chan.recv() {
-            Ok((c, _)) => c,
+        let (cmd, fds): (VmCommand, Vec<OwnedFd>) = match chan.recv() {
+            Ok(m) => m,
             Err(_) => {
                 vm.force_stop();
                 return;
@@ -241,6 +298,7 @@ fn serve_commands(chan: &Channel, vm: &VmHandle) {
             }
             VmCommand::Break => vm.send_break(),
             VmCommand::Verbose(level) => log::set_verbosity(level),
+            VmCommand::Send { definition } => send(chan, vm, definition, fds),
         }
     }
 }

@@ -114,6 +114,39 @@ impl Registry {
         Ok(e.id)
     }
 
+    /// `vmctl send` (root only): the VM whose state to stream. It must run (its process up)
+    /// and not be shutting down already.
+    pub fn send_request(&self, vm: &VmRef, caller: &Caller) -> Result<VmId, Failure> {
+        let e = &self.vms[self.controlled(vm, caller)?];
+        match &e.run {
+            RunState::Running(r) if r.stopping => Err(Failure::errno(
+                libc::EALREADY,
+                format!("vm \"{}\" is already shutting down", e.def.name),
+            )),
+            RunState::Running(r) if r.pid.is_none() => Err(Failure::errno(
+                libc::EBUSY,
+                format!("vm \"{}\" is still starting", e.def.name),
+            )),
+            RunState::Running(_) => Ok(e.id),
+            _ => Err(not_running(e)),
+        }
+    }
+
+    /// The stream of a `send` is complete: the VM is stopping (it ends next, and a guest
+    /// reboot can no longer restart it).
+    pub fn mark_sent(&mut self, id: VmId) -> Result<(), Failure> {
+        let idx = self
+            .find_id(id)
+            .ok_or_else(|| Failure::errno(libc::ENOENT, format!("vm {id} not found")))?;
+        match &mut self.vms[idx].run {
+            RunState::Running(r) => {
+                r.stopping = true;
+                Ok(())
+            }
+            _ => Err(not_running(&self.vms[idx])),
+        }
+    }
+
     /// `vmctl pause`; the parent calls [`Registry::mark_paused`] once the VM confirms.
     pub fn pause_request(&self, vm: &VmRef, caller: &Caller) -> Result<VmId, Failure> {
         let e = &self.vms[self.controlled(vm, caller)?];
@@ -385,6 +418,34 @@ mod tests {
         assert_eq!(
             r.break_request(&web(), &bob()).unwrap_err().errno,
             libc::EPERM
+        );
+    }
+
+    #[test]
+    fn send_needs_a_running_vm_process_and_marks_it_stopping_when_done() {
+        let mut r = setup();
+        let root = Caller::root();
+        assert_eq!(
+            r.send_request(&VmRef::Id(9), &root).unwrap_err().errno,
+            libc::ENOENT
+        );
+        assert_eq!(
+            r.send_request(&web(), &root).unwrap_err().errno,
+            libc::EINVAL
+        );
+        let p = start_as(&mut r, &alice());
+        assert_eq!(
+            r.send_request(&web(), &root).unwrap_err().errno,
+            libc::EBUSY
+        );
+        r.mark_running(p.id, p.generation, 7, "/dev/pts/5".into())
+            .unwrap();
+        assert_eq!(r.send_request(&web(), &root), Ok(p.id));
+        r.mark_sent(p.id).unwrap();
+        assert_eq!(r.get(&web()).unwrap().state(), VmState::Stopping);
+        assert_eq!(
+            r.send_request(&web(), &root).unwrap_err().errno,
+            libc::EALREADY
         );
     }
 }

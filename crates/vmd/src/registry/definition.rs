@@ -175,6 +175,51 @@ impl Draft {
         }
     }
 
+    /// `vmctl receive name`: the definition a stream carries, under its new name, owned by
+    /// root (only root receives). The NICs keep their MACs: the guest's drivers know them,
+    /// and `locked lladdr` would drop every frame of a guest whose MAC changed.
+    pub(crate) fn from_definition(name: &str, def: &crate::transfer::Definition) -> Draft {
+        Draft {
+            name: name.to_owned(),
+            template: None,
+            enabled: true,
+            boot: def.boot.clone(),
+            boot_device: def.boot_device,
+            cdrom: def.cdrom.clone(),
+            disks: def
+                .disks
+                .iter()
+                .map(|d| Disk {
+                    path: d.path.clone(),
+                    format: d.format,
+                })
+                .collect(),
+            nics: def
+                .nics
+                .iter()
+                .map(|n| Interface {
+                    name: n.name.clone(),
+                    local: n.local,
+                    switch: n.switch.clone(),
+                    group: n.group.clone(),
+                    locked: n.locked,
+                    lladdr: Some(MacAddr(n.mac)),
+                    rdomain: n.rdomain,
+                    up: n.up,
+                })
+                .collect(),
+            memory: Some(def.memory),
+            cpus: Some(def.cpus),
+            owner: None,
+            allow_instance: None,
+            sev: Sev::Off,
+            initrd: def.initrd.clone(),
+            cmdline: def.cmdline.clone(),
+            user_files: UserFiles::default(),
+            requester: None,
+        }
+    }
+
     /// vmd's `vmc_flags == 0`: a request that names no device or size at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.boot.is_none()

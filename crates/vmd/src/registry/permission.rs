@@ -43,10 +43,16 @@ pub(crate) fn owner_admits(uid: u32, owner: Owner, caller: &Caller) -> bool {
 }
 
 /// Whether `req` is reserved to root (spec §3.7): everything that changes the daemon rather
-/// than one VM.
+/// than one VM, and send/receive (a stream holds all of a guest's memory, and a received VM
+/// opens the disks its stream names).
 pub fn needs_root(req: &Request) -> bool {
     match req {
-        Request::Load(_) | Request::Reload | Request::Reset(_) | Request::Log { .. } => true,
+        Request::Load(_)
+        | Request::Reload
+        | Request::Reset(_)
+        | Request::Log { .. }
+        | Request::Send(_)
+        | Request::Receive(_) => true,
         Request::Start(_)
         | Request::Stop { .. }
         | Request::Wait(_)
@@ -122,6 +128,8 @@ mod tests {
             Request::Reload,
             Request::Reset(ResetKind::All),
             Request::Log { verbose: true },
+            Request::Send(VmRef::Id(1)),
+            Request::Receive("copy".into()),
         ] {
             assert!(needs_root(&req), "{req:?}");
             assert_eq!(

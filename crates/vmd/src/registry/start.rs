@@ -135,6 +135,18 @@ impl Registry {
         }
     }
 
+    /// `vmctl receive name` (root only): register the VM a stream defines as a new ad-hoc VM
+    /// owned by root, with the usual checks (name free and valid, limits, MACs kept), and
+    /// plan its run. The VM process restores the stream instead of booting.
+    pub fn receive_request(
+        &mut self,
+        name: &str,
+        def: &crate::transfer::Definition,
+        now: Instant,
+    ) -> Result<StartPlan, Failure> {
+        self.create_and_start(Draft::from_definition(name, def), &Caller::root(), now)
+    }
+
     fn create_and_start(
         &mut self,
         draft: Draft,
@@ -875,5 +887,64 @@ mod tests {
         assert_eq!(f.errno, libc::EPERM);
         assert!(f.message.contains("restarted too quickly"));
         assert_eq!(r.get(&VmRef::Id(1)).unwrap().state(), VmState::Stopped);
+    }
+
+    fn received() -> crate::transfer::Definition {
+        crate::transfer::Definition {
+            name: "web".into(),
+            memory: 64 << 20,
+            cpus: 2,
+            boot: Some(PathBuf::from("/bsd")),
+            boot_device: None,
+            initrd: None,
+            cmdline: None,
+            cdrom: None,
+            disks: vec![crate::transfer::DiskDef {
+                path: PathBuf::from("/var/vm/web.img"),
+                format: Some(vmconf::DiskFormat::Raw),
+            }],
+            nics: vec![crate::transfer::NicDef {
+                name: None,
+                local: true,
+                switch: None,
+                group: None,
+                locked: true,
+                mac: [0xfe, 0xe1, 0xba, 0xd0, 0, 7],
+                rdomain: None,
+                up: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_received_vm_is_a_new_adhoc_vm_of_root_with_the_streams_definition() {
+        let mut r = registry();
+        r.load_config(&config(vec![vm("web")]));
+        let plan = r
+            .receive_request("copy", &received(), Instant::now())
+            .unwrap();
+        assert_eq!(plan.name, "copy");
+        assert_ne!(plan.id, r.get(&by_name("web").unwrap()).unwrap().id());
+        assert_eq!((plan.memory, plan.cpus), (64 << 20, 2));
+        assert_eq!(plan.boot.as_deref(), Some(Path::new("/bsd")));
+        assert_eq!(plan.owner, Owner { uid: 0, gid: None });
+        assert_eq!(plan.started_by, 0);
+        assert_eq!(plan.nics[0].nic.mac.0, [0xfe, 0xe1, 0xba, 0xd0, 0, 7]);
+        assert!(plan.nics[0].nic.locked && plan.nics[0].nic.local);
+        let e = r.get(&by_name("copy").unwrap()).unwrap();
+        assert_eq!(e.origin(), crate::registry::Origin::Request);
+        assert!(e.is_running());
+        // The definition a send records is the run's own.
+        let def = crate::transfer::Definition::of_plan(&plan);
+        assert_eq!(def.disks, received().disks);
+        assert_eq!(def.nics, received().nics);
+        // A taken name or a bad definition registers nothing.
+        let taken = r.receive_request("web", &received(), Instant::now());
+        assert_eq!(taken.unwrap_err().errno, libc::EALREADY);
+        let mut big = received();
+        big.memory = 1 << 62;
+        let f = r.receive_request("big", &big, Instant::now()).unwrap_err();
+        assert_eq!(f.errno, libc::EINVAL);
+        assert!(r.get(&by_name("big").unwrap()).is_none());
     }
 }
