@@ -512,7 +512,7 @@ fn bad_streams(good: &[u8]) -> Vec<Bad> {
         Bad {
             name: "version",
             bytes: with(&|b| b[VERSION_AT] += 1),
-            says: "this vmd reads version 1 only",
+            says: "this vmd reads version",
             errno_text: "No such file or directory",
         },
         Bad {
