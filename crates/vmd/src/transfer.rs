@@ -520,6 +520,24 @@ mod tests {
     }
 
     #[test]
+    fn every_cut_and_every_flipped_byte_is_refused_without_a_panic() {
+        let good = sample().encode().unwrap();
+        for len in 0..good.len() {
+            assert!(read(&good[..len]).is_err(), "cut at {len}");
+        }
+        for at in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[at] ^= 1 << bit;
+                // A flip the CRC misses would still have to decode and pass the limits.
+                if let Ok(def) = read(&b) {
+                    def.check().unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
     fn header_refusals_are_enoent_and_name_the_problem() {
         let e = read_header(&mut &[b'x'; HEADER_LEN][..]).unwrap_err();
         assert_eq!(e.errno, libc::ENOENT);
