@@ -27,9 +27,11 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::Queue;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::volatile_memory::PtrGuardMut;
+use vm_memory::{GuestMemoryMmap, VolatileSlice};
 
 use super::queue::{ActiveQueues, ChainError};
+use super::stream::Stream;
 use super::{transitional_ids, VirtioDevice, VirtioInterrupt, RING_FEATURES};
 use crate::pci::config::PciIds;
 
@@ -101,6 +103,43 @@ pub trait BlockBackend: Send {
         }
         Ok(())
     }
+    /// Fill the guest buffers `bufs`, one after the other, from byte `offset`; a short read
+    /// is an error. The default reads into `bounce` (the device's scratch buffer, kept from
+    /// request to request) with [`BlockBackend::read_at`] and copies into the guest; a backend
+    /// that can read into guest memory itself overrides it.
+    fn read_vectored_at(
+        &mut self,
+        bufs: &[VolatileSlice<'_>],
+        offset: u64,
+        bounce: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        bounce.resize(len, 0);
+        self.read_at(&mut bounce[..len], offset)?;
+        let mut at = 0;
+        for b in bufs {
+            b.copy_from(&bounce[at..at + b.len()]);
+            at += b.len();
+        }
+        Ok(())
+    }
+    /// Write all of the guest buffers `bufs`, one after the other, at byte `offset`. The
+    /// default copies them into `bounce` and calls [`BlockBackend::write_at`].
+    fn write_vectored_at(
+        &mut self,
+        bufs: &[VolatileSlice<'_>],
+        offset: u64,
+        bounce: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        bounce.resize(len, 0);
+        let mut at = 0;
+        for b in bufs {
+            b.copy_to(&mut bounce[at..at + b.len()]);
+            at += b.len();
+        }
+        self.write_at(&bounce[..len], offset)
+    }
 }
 
 /// A raw image file.
@@ -138,6 +177,24 @@ impl BlockBackend for RawFile {
     fn read_only(&self) -> bool {
         self.read_only
     }
+    /// `preadv(2)` straight into guest memory: no bounce buffer, no copy.
+    fn read_vectored_at(
+        &mut self,
+        bufs: &[VolatileSlice<'_>],
+        offset: u64,
+        _bounce: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        file_vectored_io(&self.file, bufs, offset, Direction::Read)
+    }
+    /// `pwritev(2)` straight from guest memory.
+    fn write_vectored_at(
+        &mut self,
+        bufs: &[VolatileSlice<'_>],
+        offset: u64,
+        _bounce: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        file_vectored_io(&self.file, bufs, offset, Direction::Write)
+    }
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
             return Ok(());
@@ -160,64 +217,91 @@ impl BlockBackend for RawFile {
     }
 }
 
-/// The buffers of one direction of a chain, as one byte stream.
-struct Stream {
-    segs: Vec<(GuestAddress, usize)>,
-    len: usize,
+/// Which way [`file_vectored_io`] moves data.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// File to guest memory (`preadv`).
+    Read,
+    /// Guest memory to file (`pwritev`).
+    Write,
 }
 
-impl Stream {
-    fn new(descs: &[Descriptor], writable: bool) -> Self {
-        let segs: Vec<_> = descs
-            .iter()
-            .filter(|d| d.is_write_only() == writable && d.len() > 0)
-            .map(|d| (d.addr(), d.len() as usize))
-            .collect();
-        let len = segs.iter().map(|s| s.1).sum();
-        Stream { segs, len }
-    }
+/// iovecs handed to one `preadv`/`pwritev`.
+const MAX_IOVECS: usize = 32;
 
-    /// Apply `f(address, range of buf)` to each piece of `[start, start + len)`.
-    fn walk(
-        &self,
-        start: usize,
-        len: usize,
-        mut f: impl FnMut(GuestAddress, std::ops::Range<usize>) -> Result<(), ChainError>,
-    ) -> Result<(), ChainError> {
-        let mut skip = start;
-        let mut done = 0;
-        for &(addr, seg_len) in &self.segs {
-            if done == len {
+/// Move all of `bufs` between `file` at `offset` and guest memory with positioned vectored
+/// I/O, going on after short transfers; reaching the end of the file is an error.
+fn file_vectored_io(
+    file: &File,
+    bufs: &[VolatileSlice<'_>],
+    mut offset: u64,
+    dir: Direction,
+) -> io::Result<()> {
+    // Position in `bufs`: the first buffer not yet done and how much of it is.
+    let (mut first, mut skip) = (0, 0);
+    let mut left: usize = bufs.iter().map(|b| b.len()).sum();
+    while left > 0 {
+        let head = bufs[first]
+            .offset(skip)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut pieces = std::iter::once(head).chain(bufs[first + 1..].iter().copied());
+        // vm-memory hands out raw pointers only through guards, valid while the guard lives:
+        // these live across the system call.
+        let guards: [Option<PtrGuardMut>; MAX_IOVECS] =
+            std::array::from_fn(|_| pieces.next().map(|p| p.ptr_guard_mut()));
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOVECS];
+        let mut count = 0;
+        for (v, g) in iov.iter_mut().zip(guards.iter().flatten()) {
+            *v = libc::iovec {
+                iov_base: g.as_ptr().cast(),
+                iov_len: g.len(),
+            };
+            count += 1;
+        }
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: the first `count` iovecs are the pointers and lengths of guards of
+        // vm-memory volatile slices (ranges of mapped guest memory, bounds-checked when the
+        // slices were made), alive until after the call; the kernel accesses at most
+        // `iov_len` bytes at each, and other users of guest memory (the guest) expect it to
+        // change at any time. `count` is at most MAX_IOVECS, below IOV_MAX; the fd is owned
+        // by `file`.
+        let n = unsafe {
+            match dir {
+                Direction::Read => libc::preadv(fd, iov.as_ptr(), count as libc::c_int, off),
+                Direction::Write => libc::pwritev(fd, iov.as_ptr(), count as libc::c_int, off),
+            }
+        };
+        let mut n = match n {
+            0 if dir == Direction::Read => return Err(io::ErrorKind::UnexpectedEof.into()),
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n if n > 0 => n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        offset += n as u64;
+        left -= n;
+        while n > 0 {
+            let rest = bufs[first].len() - skip;
+            if n < rest {
+                skip += n;
                 break;
             }
-            if skip >= seg_len {
-                skip -= seg_len;
-                continue;
-            }
-            let n = (seg_len - skip).min(len - done);
-            let at = addr.checked_add(skip as u64).ok_or(ChainError::Malformed)?;
-            f(at, done..done + n)?;
-            done += n;
+            n -= rest;
+            first += 1;
             skip = 0;
         }
-        Ok(())
     }
-
-    fn read(&self, mem: &GuestMemoryMmap, start: usize, buf: &mut [u8]) -> Result<(), ChainError> {
-        self.walk(start, buf.len(), |a, r| {
-            let len = r.len() as u32;
-            mem.read_slice(&mut buf[r], a)
-                .map_err(|_| ChainError::OutOfMemory { addr: a.0, len })
-        })
-    }
-
-    fn write(&self, mem: &GuestMemoryMmap, start: usize, buf: &[u8]) -> Result<(), ChainError> {
-        self.walk(start, buf.len(), |a, r| {
-            let len = r.len() as u32;
-            mem.write_slice(&buf[r], a)
-                .map_err(|_| ChainError::OutOfMemory { addr: a.0, len })
-        })
-    }
+    Ok(())
 }
 
 /// Outcome of one request: status byte and bytes of data written to the guest.
@@ -290,7 +374,13 @@ impl Disk {
         Ok((written + 1) as u32)
     }
 
-    fn read(&mut self, mem: &GuestMemoryMmap, inp: &Stream, sector: u64, len: usize) -> Outcome {
+    fn read(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        inp: &Stream<'_>,
+        sector: u64,
+        len: usize,
+    ) -> Outcome {
         let Some(off) = self
             .range(sector, len as u64)
             .filter(|_| (len as u64).is_multiple_of(SECTOR_SIZE))
@@ -299,21 +389,25 @@ impl Disk {
         };
         let mut done = 0;
         while done < len {
-            let n = (len - done).min(BOUNCE_CHUNK);
-            self.bounce.resize(n, 0);
-            if let Err(e) = self
-                .backend
-                .read_at(&mut self.bounce[..n], off + done as u64)
+            let bufs = inp.slices(mem, done, (len - done).min(BOUNCE_CHUNK))?;
+            if let Err(e) =
+                self.backend
+                    .read_vectored_at(bufs.as_slice(), off + done as u64, &mut self.bounce)
             {
                 return Ok((self.io_error(e), done));
             }
-            inp.write(mem, done, &self.bounce[..n])?;
-            done += n;
+            done += bufs.len;
         }
         Ok((OK, len))
     }
 
-    fn write(&mut self, mem: &GuestMemoryMmap, out: &Stream, sector: u64, len: usize) -> Outcome {
+    fn write(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        out: &Stream<'_>,
+        sector: u64,
+        len: usize,
+    ) -> Outcome {
         let Some(off) = self
             .range(sector, len as u64)
             .filter(|_| (len as u64).is_multiple_of(SECTOR_SIZE))
@@ -325,19 +419,26 @@ impl Disk {
         }
         let mut done = 0;
         while done < len {
-            let n = (len - done).min(BOUNCE_CHUNK);
-            self.bounce.resize(n, 0);
-            out.read(mem, HEADER_LEN + done, &mut self.bounce[..n])?;
-            if let Err(e) = self.backend.write_at(&self.bounce[..n], off + done as u64) {
+            let bufs = out.slices(mem, HEADER_LEN + done, (len - done).min(BOUNCE_CHUNK))?;
+            if let Err(e) =
+                self.backend
+                    .write_vectored_at(bufs.as_slice(), off + done as u64, &mut self.bounce)
+            {
                 return Ok((self.io_error(e), 0));
             }
-            done += n;
+            done += bufs.len;
         }
         Ok((OK, 0))
     }
 
     /// DISCARD and WRITE_ZEROES: a list of (sector, count, flags) ranges.
-    fn ranges(&mut self, mem: &GuestMemoryMmap, out: &Stream, len: usize, kind: u32) -> Outcome {
+    fn ranges(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        out: &Stream<'_>,
+        len: usize,
+        kind: u32,
+    ) -> Outcome {
         let count = len / DISCARD_SEGMENT_LEN;
         if self.read_only
             || !len.is_multiple_of(DISCARD_SEGMENT_LEN)
@@ -499,6 +600,7 @@ mod tests {
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
 
     const DISK_SIZE: usize = 64 * SECTOR_SIZE as usize;
     const HEADER: u64 = 0x10_0000;
@@ -806,9 +908,10 @@ mod tests {
         assert!(*h.irq.needs_reset.lock().unwrap());
     }
 
-    #[test]
-    fn raw_file_backend_round_trip() {
-        let path = std::env::temp_dir().join(format!("devices-blk-{}.img", std::process::id()));
+    /// A raw file of `len` bytes, already unlinked, for the device and for the test to check.
+    fn temp_file(name: &str, len: usize) -> (RawFile, File) {
+        let path =
+            std::env::temp_dir().join(format!("devices-blk-{name}-{}.img", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -816,9 +919,15 @@ mod tests {
             .truncate(true)
             .open(&path)
             .unwrap();
-        f.set_len(DISK_SIZE as u64).unwrap();
-        let mut raw = RawFile::new(f, false).unwrap();
+        f.set_len(len as u64).unwrap();
         std::fs::remove_file(&path).unwrap();
+        let view = f.try_clone().unwrap();
+        (RawFile::new(f, false).unwrap(), view)
+    }
+
+    #[test]
+    fn raw_file_backend_round_trip() {
+        let (mut raw, _) = temp_file("round-trip", DISK_SIZE);
         assert_eq!(raw.size(), DISK_SIZE as u64);
         raw.write_at(&[5; 512], 512).unwrap();
         raw.flush().unwrap();
@@ -834,6 +943,50 @@ mod tests {
         let mut h = harness(&mem, Box::new(raw));
         let (st, _, got) = h.request(&header(VIRTIO_BLK_T_IN, 1), &[], &[512]);
         assert_eq!((st, got), (OK, vec![5; 512]));
+    }
+
+    /// The raw file reads into and writes from guest memory itself (preadv/pwritev): more
+    /// buffers than one call takes, a request split over descriptors, and a read that runs
+    /// into the end of the file.
+    #[test]
+    fn raw_file_vectored_io_in_guest_memory() {
+        let (mut raw, view) = temp_file("vectored", 200);
+        let data = pattern(200, 3);
+        view.write_all_at(&data, 0).unwrap();
+        let mut host = vec![0u8; 200];
+        let bufs: Vec<_> = host.chunks_mut(5).map(VolatileSlice::from).collect();
+        assert!(bufs.len() > MAX_IOVECS);
+        raw.read_vectored_at(&bufs, 0, &mut Vec::new()).unwrap();
+        assert_eq!(host, data);
+        let back: Vec<u8> = data.iter().rev().copied().collect();
+        let mut src = back.clone();
+        let bufs: Vec<_> = src.chunks_mut(7).map(VolatileSlice::from).collect();
+        raw.write_vectored_at(&bufs, 0, &mut Vec::new()).unwrap();
+        let mut got = vec![0u8; 200];
+        view.read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(got, back);
+        let (mut a, mut b) = ([0u8; 3], [0u8; 5]);
+        let bufs = [
+            VolatileSlice::from(&mut a[..]),
+            VolatileSlice::from(&mut b[..]),
+        ];
+        let e = raw
+            .read_vectored_at(&bufs, 196, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+
+        let (raw, view) = temp_file("device", DISK_SIZE);
+        let mem = memory();
+        let mut h = harness(&mem, Box::new(raw));
+        let (a, b) = (pattern(512, 1), pattern(1024, 2));
+        let (st, _, _) = h.request(&header(VIRTIO_BLK_T_OUT, 3), &[&a, &b], &[]);
+        assert_eq!(st, OK);
+        let mut got = vec![0u8; 1536];
+        view.read_exact_at(&mut got, 3 * 512).unwrap();
+        assert_eq!(got, [a.clone(), b.clone()].concat());
+        let (st, used, got) = h.request(&header(VIRTIO_BLK_T_IN, 3), &[], &[1024, 256, 256]);
+        assert_eq!((st, used), (OK, 1536 + 1));
+        assert_eq!(got, [a, b].concat());
     }
 
     /// Random descriptor tables and available rings: the device answers, or marks itself

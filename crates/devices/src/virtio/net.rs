@@ -42,6 +42,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::queue::{collect_chain, ChainError};
+use super::stream::Stream;
 use super::{
     transitional_ids, InterruptKind, VirtioDevice, VirtioInterrupt, RING_FEATURES,
     VIRTIO_F_VERSION_1,
@@ -218,8 +219,11 @@ impl NetBackend for TapBackend {
 
     fn send(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        // A tap takes one frame per writev, whole or not at all.
-        let n = (&self.file).write_vectored(bufs)?;
+        // A tap takes one frame per write, whole or not at all.
+        let n = match bufs {
+            [one] => (&self.file).write(one)?,
+            _ => (&self.file).write_vectored(bufs)?,
+        };
         if n != total {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
@@ -328,6 +332,21 @@ struct Active {
     rx_added: bool,
     /// Some were published in a batch that `Queue::needs_notification` cannot account for.
     rx_force_notify: bool,
+    /// Kept from chain to chain and frame to frame, so that the fast paths allocate nothing.
+    scratch: Scratch,
+}
+
+/// Lists one chain or frame needs while it is served.
+#[derive(Default)]
+struct Scratch {
+    /// The descriptors of the transmit chain, or of every receive chain of the frame, in
+    /// order.
+    descs: Vec<Descriptor>,
+    /// Head index of each receive chain of the frame and where its descriptors end in
+    /// `descs`.
+    chains: Vec<(u16, usize)>,
+    /// (head index, used length) of each receive chain of the frame.
+    used: Vec<(u16, u32)>,
 }
 
 impl Active {
@@ -354,7 +373,14 @@ impl Active {
 
     fn place(&mut self, packet: &mut [u8]) -> Result<Delivery, ChainError> {
         let mergeable = self.mergeable();
-        let mut chains: Vec<(u16, Vec<Descriptor>)> = Vec::new();
+        let Scratch {
+            descs,
+            chains,
+            used,
+        } = &mut self.scratch;
+        descs.clear();
+        chains.clear();
+        used.clear();
         let mut room = 0usize;
         while room < packet.len() {
             // One chain must hold it all without mergeable buffers; with them, no more chains
@@ -367,55 +393,45 @@ impl Active {
                 return Ok(Delivery::NoRoom);
             };
             let head = chain.head_index();
-            let descs = collect_chain(chain, &self.mem)?;
+            let start = descs.len();
+            collect_chain(chain, &self.mem, descs)?;
+            let chain = &descs[start..];
             // Receive buffers are device-writable and each holds at least the header
             // (virtio 1.x §5.1.6.3.1); a chain breaking that can never be used.
-            if descs.iter().any(|d| !d.is_write_only()) {
+            if chain.iter().any(|d| !d.is_write_only()) {
                 return Err(ChainError::Malformed);
             }
-            let cap = descs
-                .iter()
-                .fold(0usize, |s, d| s.saturating_add(d.len() as usize));
+            let cap = Stream::new(chain, true).len;
             if cap < self.hdr_len {
                 return Err(ChainError::Malformed);
             }
             room = room.saturating_add(cap);
-            chains.push((head, descs));
+            chains.push((head, descs.len()));
         }
         if self.hdr_len == VNET_HDR_LEN {
             // At most the ring size, which fits 16 bits.
             let n = chains.len() as u16;
             packet[HDR_NUM_BUFFERS..HDR_NUM_BUFFERS + 2].copy_from_slice(&n.to_le_bytes());
         }
-        let mut used = Vec::with_capacity(chains.len());
-        let mut off = 0;
-        for (head, descs) in &chains {
-            let first = off;
-            for d in descs {
-                let n = (d.len() as usize).min(packet.len() - off);
-                if n == 0 {
-                    continue;
-                }
-                self.mem
-                    .write_slice(&packet[off..off + n], d.addr())
-                    .map_err(|_| ChainError::OutOfMemory {
-                        addr: d.addr().0,
-                        len: d.len(),
-                    })?;
-                off += n;
-            }
+        let (mut off, mut start) = (0, 0);
+        for &(head, end) in chains.iter() {
+            let chain = Stream::new(&descs[start..end], true);
+            let n = chain.len.min(packet.len() - off);
+            chain.write(&self.mem, 0, &packet[off..off + n])?;
             // Bounded by MAX_FRAME_LEN plus the header.
-            used.push((*head, (off - first) as u32));
+            used.push((head, n as u32));
+            off += n;
+            start = end;
         }
-        self.publish(&used)?;
+        self.publish()?;
         Ok(Delivery::Done)
     }
 
-    /// Return the chains of one frame to the driver under a single used-index update: a
-    /// driver polling the ring must never see the first buffer of a merged frame (whose
-    /// header announces `num_buffers`) before the others.
-    fn publish(&mut self, used: &[(u16, u32)]) -> Result<(), ChainError> {
-        let Some((&(last_head, last_len), rest)) = used.split_last() else {
+    /// Return the chains of one frame (`scratch.used`) to the driver under a single
+    /// used-index update: a driver polling the ring must never see the first buffer of a
+    /// merged frame (whose header announces `num_buffers`) before the others.
+    fn publish(&mut self) -> Result<(), ChainError> {
+        let Some((&(last_head, last_len), rest)) = self.scratch.used.split_last() else {
             return Ok(());
         };
         if !rest.is_empty() {
@@ -484,8 +500,10 @@ impl Active {
                 let chain = self.tx.iter(&self.mem)?.next();
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                let descs = collect_chain(chain, &self.mem)?;
-                send(&self.mem, &descs)?;
+                let descs = &mut self.scratch.descs;
+                descs.clear();
+                collect_chain(chain, &self.mem, descs)?;
+                send(&self.mem, descs)?;
                 self.tx.add_used(&self.mem, head, 0)?;
                 used = true;
             }
@@ -597,29 +615,20 @@ impl Port {
         h: usize,
         features: u64,
     ) -> Result<(), ChainError> {
-        let readable = || descs.iter().filter(|d| !d.is_write_only());
-        let total: u64 = readable().map(|d| u64::from(d.len())).sum();
-        if total < (h + ETHER_HDR_LEN) as u64 {
+        let out = Stream::new(descs, false);
+        let total = out.len;
+        if total < h + ETHER_HDR_LEN {
             self.drops.record(DropReason::Short);
             return Ok(());
         }
-        if total > (h + MAX_FRAME_LEN) as u64 {
+        if total > h + MAX_FRAME_LEN {
             self.drops.record(DropReason::Oversized);
             return Ok(());
         }
         // Copied first: the guest cannot change what was checked before it is sent.
-        self.tx_buf.resize(total as usize, 0);
-        let mut off = 0;
-        for d in readable() {
-            let n = d.len() as usize;
-            mem.read_slice(&mut self.tx_buf[off..off + n], d.addr())
-                .map_err(|_| ChainError::OutOfMemory {
-                    addr: d.addr().0,
-                    len: d.len(),
-                })?;
-            off += n;
-        }
-        let (hdr, frame) = self.tx_buf.split_at_mut(h);
+        self.tx_buf.resize(total, 0);
+        out.read(mem, 0, &mut self.tx_buf[..total])?;
+        let (hdr, frame) = self.tx_buf[..total].split_at_mut(h);
         if self.locked && frame[ETHER_ADDR_LEN..2 * ETHER_ADDR_LEN] != self.mac {
             self.drops.record(DropReason::Spoofed);
             return Ok(());
@@ -649,7 +658,8 @@ impl Port {
                 // Offloads the guest did not negotiate are not passed on to the host.
                 hdr.fill(0);
             }
-            self.backend.send(&[IoSlice::new(hdr), IoSlice::new(frame)])
+            // The header and the frame lie back to back: one buffer.
+            self.backend.send(&[IoSlice::new(&self.tx_buf[..total])])
         } else {
             self.backend.send(&[IoSlice::new(frame)])
         };
@@ -860,6 +870,7 @@ impl VirtioDevice for Net {
             broken: false,
             rx_added: false,
             rx_force_notify: false,
+            scratch: Scratch::default(),
         };
         self.port.pending.clear();
         if let Err(e) = self.port.backend.configure(hdr_len, tun_offloads(features)) {

@@ -31,17 +31,20 @@ pub enum ChainError {
     Ring(#[from] virtio_queue::Error),
 }
 
-/// The descriptors of one chain, in order, each buffer checked to lie inside guest memory.
+/// Append the descriptors of one chain to `descs`, in order, each buffer checked to lie
+/// inside guest memory. `descs` is the caller's, reused from chain to chain so that taking a
+/// chain allocates nothing.
 pub(crate) fn collect_chain<I>(
     chain: I,
     mem: &GuestMemoryMmap,
-) -> Result<Vec<Descriptor>, ChainError>
+    descs: &mut Vec<Descriptor>,
+) -> Result<(), ChainError>
 where
     I: Iterator<Item = Descriptor>,
 {
-    let mut descs = Vec::new();
+    let start = descs.len();
     for d in chain {
-        if descs.len() == MAX_CHAIN_DESCRIPTORS {
+        if descs.len() - start == MAX_CHAIN_DESCRIPTORS {
             return Err(ChainError::TooLong);
         }
         let access = if d.is_write_only() {
@@ -60,8 +63,8 @@ where
     // virtio-queue ends a chain silently on a loop, an index past the table, an unreadable
     // descriptor or a bad indirect table; a chain that ends on a NEXT flag (or never starts)
     // is therefore one it cut short.
-    match descs.last() {
-        Some(d) if !d.has_next() => Ok(descs),
+    match descs[start..].last() {
+        Some(d) if !d.has_next() => Ok(()),
         _ => Err(ChainError::Malformed),
     }
 }
@@ -78,6 +81,8 @@ pub(crate) struct ActiveQueues {
     pub queues: Vec<Queue>,
     /// Set once the driver broke a rule; nothing is processed until reset.
     broken: bool,
+    /// The chain being served, kept from chain to chain.
+    descs: Vec<Descriptor>,
 }
 
 impl ActiveQueues {
@@ -91,6 +96,7 @@ impl ActiveQueues {
             interrupt,
             queues,
             broken: false,
+            descs: Vec::new(),
         }
     }
 
@@ -112,7 +118,7 @@ impl ActiveQueues {
         if !q.ready() {
             return;
         }
-        match drain(q, &self.mem, handle) {
+        match drain(q, &self.mem, &mut self.descs, handle) {
             Ok(true) => self.interrupt.trigger(InterruptKind::Queue(index as u16)),
             Ok(false) => {}
             Err(e) => {
@@ -128,6 +134,7 @@ impl ActiveQueues {
 fn drain(
     q: &mut Queue,
     mem: &GuestMemoryMmap,
+    descs: &mut Vec<Descriptor>,
     handle: &mut ChainHandler<'_>,
 ) -> Result<bool, ChainError> {
     let mut used = false;
@@ -138,8 +145,9 @@ fn drain(
             let chain = q.iter(mem)?.next();
             let Some(chain) = chain else { break };
             let head = chain.head_index();
-            let descs = collect_chain(chain, mem)?;
-            let len = handle(mem, &descs)?;
+            descs.clear();
+            collect_chain(chain, mem, descs)?;
+            let len = handle(mem, descs)?;
             q.add_used(mem, head, len)?;
             used = true;
         }

@@ -23,7 +23,6 @@ mod mmc;
 mod request;
 mod sense;
 mod spc;
-mod stream;
 #[cfg(test)]
 mod tests;
 

@@ -17,9 +17,9 @@ use virtio_queue::desc::split::Descriptor;
 use vm_memory::GuestMemoryMmap;
 
 use super::mmc::CdRom;
-use super::stream::Stream;
 use super::{addresses_lun0, LUN_LEN};
 use crate::virtio::queue::ChainError;
+use crate::virtio::stream::Stream;
 
 /// Bytes of the request type that starts every control request.
 const TYPE_LEN: usize = 4;
@@ -103,7 +103,7 @@ fn task_management(cd: &mut CdRom, subtype: u32) -> u8 {
     }
 }
 
-fn answer(mem: &GuestMemoryMmap, inp: &Stream, resp: &[u8]) -> Result<u32, ChainError> {
+fn answer(mem: &GuestMemoryMmap, inp: &Stream<'_>, resp: &[u8]) -> Result<u32, ChainError> {
     inp.write(mem, 0, resp)?;
     Ok(resp.len() as u32)
 }

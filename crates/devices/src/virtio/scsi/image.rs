@@ -7,7 +7,9 @@
 
 use std::io;
 
-use crate::virtio::blk::{BlockBackend, BOUNCE_CHUNK};
+use vm_memory::VolatileSlice;
+
+use crate::virtio::blk::BlockBackend;
 
 /// Logical block size of a CD-ROM (MMC) and of ISO 9660.
 pub const BLOCK_SIZE: u64 = 2048;
@@ -72,22 +74,24 @@ impl Image {
         self.blocks
     }
 
-    /// `len` bytes (at most [`BOUNCE_CHUNK`]) from byte `offset`, or `None` if the host
-    /// could not read them.
-    pub fn read(&mut self, offset: u64, len: usize) -> Option<&[u8]> {
-        let len = len.min(BOUNCE_CHUNK);
-        self.bounce.resize(len, 0);
-        if let Err(e) = self.backend.read_at(&mut self.bounce, offset) {
-            if !self.logged_error {
-                self.logged_error = true;
-                tracing::warn!(
-                    "virtio-scsi: CD-ROM image read error at byte {offset}: {e}; \
-                     the guest gets MEDIUM ERROR"
-                );
+    /// Fill `bufs` from byte `offset`; false if the host could not read them.
+    pub fn read(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> bool {
+        match self
+            .backend
+            .read_vectored_at(bufs, offset, &mut self.bounce)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                if !self.logged_error {
+                    self.logged_error = true;
+                    tracing::warn!(
+                        "virtio-scsi: CD-ROM image read error at byte {offset}: {e}; \
+                         the guest gets MEDIUM ERROR"
+                    );
+                }
+                false
             }
-            return None;
         }
-        Some(&self.bounce)
     }
 }
 
@@ -236,13 +240,21 @@ mod tests {
     }
 
     #[test]
-    fn read_errors_are_none() {
+    fn read_errors_are_false() {
         let iso = MemIso::new(20, &[]);
         let mut img = Image::open(Box::new(iso.clone())).unwrap();
-        assert_eq!(img.read(2048, 4).unwrap(), &[1, 0, 3, 2]);
+        let (mut a, mut b) = ([0u8; 1], [0u8; 3]);
+        let bufs = [
+            VolatileSlice::from(&mut a[..]),
+            VolatileSlice::from(&mut b[..]),
+        ];
+        assert!(img.read(2048, &bufs));
+        assert_eq!((a, b), ([1], [0, 3, 2]));
         iso.0.lock().unwrap().truncate(2048 * 18);
-        assert!(img.read(2048 * 19, 2048).is_none());
-        assert!(img.read(2048 * 19, 2048).is_none(), "again, logged once");
-        assert!(img.read(0, 2048).is_some());
+        let mut block = [0u8; 2048];
+        let buf = [VolatileSlice::from(&mut block[..])];
+        assert!(!img.read(2048 * 19, &buf));
+        assert!(!img.read(2048 * 19, &buf), "again, logged once");
+        assert!(img.read(0, &buf));
     }
 }

@@ -18,9 +18,10 @@ use vm_memory::GuestMemoryMmap;
 use super::image::Image;
 use super::mmc::{CdRom, Reply, MAX_CDB_USED};
 use super::sense::{Sense, CHECK_CONDITION, FIXED_SENSE_LEN, GOOD};
-use super::stream::Stream;
 use super::{addresses_lun0, Layout, LUN_LEN, MAX_SENSE_SIZE};
+use crate::virtio::blk::BOUNCE_CHUNK;
 use crate::virtio::queue::ChainError;
+use crate::virtio::stream::Stream;
 
 /// Bytes of `virtio_scsi_cmd_req` before the CDB: lun, id (tag), task_attr, prio, crn.
 const REQ_HEADER_LEN: usize = LUN_LEN + 8 + 3;
@@ -84,7 +85,7 @@ impl Done {
 
 /// Where the data-in goes: the writable stream from `at`, `room` bytes.
 struct DataIn<'a> {
-    inp: &'a Stream,
+    inp: &'a Stream<'a>,
     at: usize,
     room: usize,
 }
@@ -157,8 +158,9 @@ fn execute(
     }
 }
 
-/// Stream `len` bytes of the image from `offset` into the data-in buffers, chunk by chunk so
-/// that a big read costs bounded host memory; as much as fits.
+/// Read `len` bytes of the image from `offset` straight into the data-in buffers, chunk by
+/// chunk so that a big read through the bounce buffer costs bounded host memory; as much as
+/// fits.
 fn read(
     image: &mut Image,
     offset: u64,
@@ -169,11 +171,13 @@ fn read(
     let n = usize::try_from(len).unwrap_or(usize::MAX).min(data_in.room);
     let mut done = 0;
     while done < n {
-        let Some(chunk) = image.read(offset + done as u64, n - done) else {
+        let bufs = data_in
+            .inp
+            .slices(mem, data_in.at + done, (n - done).min(BOUNCE_CHUNK))?;
+        if !image.read(offset + done as u64, bufs.as_slice()) {
             return Ok(Done::check(Sense::UNRECOVERED_READ_ERROR, done));
-        };
-        data_in.inp.write(mem, data_in.at + done, chunk)?;
-        done += chunk.len();
+        }
+        done += bufs.len;
     }
     Ok(Done::good(done, len))
 }
