@@ -768,5 +768,7 @@ void cmain(u32 kind, u64 arg)
 		test_vmmci();
 	if (cmdline_find(cl, "count"))
 		test_count();
+	if (cmdline_find(cl, "blkloop"))
+		test_blkloop();
 	do_exit(cl);
 }

@@ -42,6 +42,7 @@ void do_reboot(void);
 void test_pci(void);
 void test_rng(void);
 void test_blk(const char *cl);
+void test_blkloop(void);
 void test_cdrom(void);
 void test_net(const char *cl);
 void test_vmmci(void);

@@ -412,6 +412,59 @@ void test_blk(const char *cl)
 	blk_one(pci_find(VIRTIO_VENDOR, BLK_DEVICE, BLK_DEVICE_MODERN, 1), 1, sector);
 }
 
+/*
+ * `blkloop`: on the first virtio-blk (modern interface), write sector 1 + n for n = 0, 1, ...
+ * forever, wrapping at the disk's end: `BLKLOOP <n:dec>\n` NUL-padded to 32 bytes, then byte
+ * i = (i + n) mod 256. After the write and a FLUSH completed, print `BLKLOOP <n:dec>`.
+ */
+void test_blkloop(void)
+{
+	struct vdev d;
+	struct vq q;
+	u64 features;
+	puts("BLKLOOP");
+	if (start(&d, pci_find(VIRTIO_VENDOR, BLK_DEVICE, BLK_DEVICE_MODERN, 0), 0, BLK_F_FLUSH, &features, &q, 0))
+		return;
+	u64 capacity = cfg32(&d, 0) | (u64)cfg32(&d, 4) << 32;
+	puts(" capacity ");
+	putdec(capacity);
+	if (capacity < 2) {
+		puts(" sector out of range\n");
+		set_status(&d, 0);
+		return;
+	}
+	nl();
+	for (u64 n = 0;; n++) {
+		static const char tag[] = "BLKLOOP ";
+		char num[21];
+		u32 i = 0, k = 20;
+		num[k] = 0;
+		u64 v = n;
+		do {
+			num[--k] = (char)('0' + v % 10);
+			v /= 10;
+		} while (v);
+		for (const char *t = tag; *t; t++)
+			blk_out[i++] = (u8)*t;
+		for (const char *t = &num[k]; *t; t++)
+			blk_out[i++] = (u8)*t;
+		blk_out[i++] = '\n';
+		for (; i < 32; i++)
+			blk_out[i] = 0;
+		for (; i < SECTOR; i++)
+			blk_out[i] = (u8)(i + n);
+		int w = blk_request(&q, BLK_T_OUT, 1 + n % (capacity - 1), blk_out);
+		int f = features & BLK_F_FLUSH ? blk_request(&q, BLK_T_FLUSH, 0, 0) : R_UNOFFERED;
+		puts(tag);
+		putdec(n);
+		if (w || f) {
+			put_result("write", w);
+			put_result("flush", f);
+		}
+		nl();
+	}
+}
+
 /* ---- virtio-rng ---- */
 
 /* 64 bytes of entropy through the legacy interface. */
