@@ -18,6 +18,11 @@ impl DiskBackend {
         crate::lock(&self.0)
     }
 
+    /// The image behind the device.
+    pub(crate) fn get(&self) -> MutexGuard<'_, Box<dyn disk::BlockBackend>> {
+        self.lock()
+    }
+
     /// Write out everything the image format still caches (qcow2 tables and refcounts): a
     /// guest that powers off without a final FLUSH must not leave an inconsistent image.
     pub fn flush(&self) -> io::Result<()> {

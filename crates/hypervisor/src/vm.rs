@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use devices::virtio::vmmci::{VmmciEvent, VmmciHandle};
 use devices::{Bus, ExitRequest, ExitSignal};
 use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -267,6 +268,16 @@ impl Vm {
     /// the vCPUs in their reset state, for a snapshot to fill in (`cfg.boot` then only says
     /// whether the BIOS copy region exists).
     pub(crate) fn build(cfg: VmConfig, load_boot: bool) -> Result<Self, Error> {
+        Self::build_with(cfg, load_boot, None)
+    }
+
+    /// [`Vm::build`] on guest memory the caller mapped (a snapshot file's RAM), which must
+    /// have the regions of `cfg`'s memory layout; `None` maps fresh anonymous memory.
+    pub(crate) fn build_with(
+        cfg: VmConfig,
+        load_boot: bool,
+        mem: Option<GuestMemoryMmap>,
+    ) -> Result<Self, Error> {
         let kvm = match cfg.kvm {
             Some(k) => k,
             None => Kvm::new().map_err(Error::Kvm)?,
@@ -291,7 +302,7 @@ impl Vm {
         };
         vm.create_pit2(pit).map_err(Error::kvm("create PIT"))?;
 
-        let mem = create_memory(&vm, &layout, cfg.boot.kind == boot::BootKind::Bios)?;
+        let mem = create_memory(&vm, &layout, cfg.boot.kind == boot::BootKind::Bios, mem)?;
         let loaded = if load_boot {
             let loaded = boot::load(&mem, &layout, &cfg.boot)?;
             if loaded.firmware_tables {
@@ -372,6 +383,7 @@ impl Vm {
                 vcpus: cfg.vcpus,
                 bios_copy: cfg.boot.kind == boot::BootKind::Bios,
                 vcpu0_cpuid: cpuid::for_vcpu(&supported, 0, cfg.vcpus, pvm),
+                disks: disks.clone(),
             },
         )?);
         Ok(Vm {
@@ -622,21 +634,48 @@ fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Map guest RAM and hand each region to KVM as a memory slot.
+/// Map guest RAM (or take `premade`, which must have the layout's regions) and hand each
+/// region to KVM as a memory slot.
 fn create_memory(
     vm: &VmFd,
     layout: &MemoryLayout,
     bios_copy: bool,
+    premade: Option<GuestMemoryMmap>,
 ) -> Result<GuestMemoryMmap, Error> {
-    let ranges: Vec<(GuestAddress, usize)> = layout
-        .regions(bios_copy)
-        .iter()
-        .map(|&(a, l)| (GuestAddress(a), l as usize))
-        .collect();
-    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory {
-        size: layout.size,
-        reason: e.to_string(),
-    })?;
+    let regions = layout.regions(bios_copy);
+    let mem = match premade {
+        Some(mem) => {
+            let have: Vec<(u64, u64)> = mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
+            if have != regions {
+                return Err(Error::GuestMemory {
+                    size: layout.size,
+                    reason: format!("mapped regions {have:x?}, the layout needs {regions:x?}"),
+                });
+            }
+            mem
+        }
+        None => {
+            let ranges: Vec<(GuestAddress, usize)> = regions
+                .iter()
+                .map(|&(a, l)| (GuestAddress(a), l as usize))
+                .collect();
+            GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory {
+                size: layout.size,
+                reason: e.to_string(),
+            })?
+        }
+    };
+    register_memory(vm, &mem, false)?;
+    Ok(mem)
+}
+
+/// Hand every region of `mem` to KVM as memory slot `i` (its index), with KVM's dirty page
+/// log on or off (live migration turns it on; registering a slot again changes its flags).
+pub(crate) fn register_memory(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    log_dirty: bool,
+) -> Result<(), Error> {
     for (slot, region) in mem.iter().enumerate() {
         let host = region.as_ptr() as u64;
         let desc = kvm_userspace_memory_region {
@@ -644,11 +683,15 @@ fn create_memory(
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host,
-            flags: 0,
+            flags: if log_dirty {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
         };
         // SAFETY: the region is a live mapping owned by `mem`, which the VM keeps (in
         // `Shared`) for as long as the VM fd exists, so KVM never sees a dangling range.
         unsafe { vm.set_user_memory_region(desc) }.map_err(Error::kvm("set memory region"))?;
     }
-    Ok(mem)
+    Ok(())
 }

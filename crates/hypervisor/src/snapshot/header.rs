@@ -9,8 +9,9 @@ use super::SnapshotError;
 /// First bytes of every stream (vmd's is `OpenBSDVMM58`).
 pub const SIGNATURE: [u8; 12] = *b"vmd-LinuxKVM";
 /// The stream layout this build writes and the only one it reads. Any change to the framing
-/// or to a state record (ours or a device's) makes a new version.
-pub const VERSION: u8 = 1;
+/// or to a state record (ours or a device's) makes a new version. Version 2 added memory
+/// passes (live migration), the memory image (snapshot files) and the end-of-memory marker.
+pub const VERSION: u8 = 2;
 /// The CPUID leaves the header carries, each with subleaf 0 (vmd's five).
 pub const LEAVES: [u32; 5] = [0, 1, 7, 0xd, 0x8000_0001];
 /// Bytes of one CPUID record: leaf, subleaf, EAX, EBX, ECX, EDX.

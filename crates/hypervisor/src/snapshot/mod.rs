@@ -11,12 +11,17 @@
 //! before use, and a restore that fails anywhere leaves no VM behind.
 
 mod devices;
+mod dirty;
+mod file;
+mod handover;
 pub mod header;
+mod migrate;
 pub mod stream;
 mod vcpu;
 mod vm_state;
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
@@ -29,10 +34,14 @@ use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 pub use self::devices::DevicesState;
+pub use handover::PendingDisk;
 pub use header::{CpuidLeaf, Header};
+pub use migrate::{MigrateOptions, MigrateStats, MAX_ROUNDS, STOP_PAGES};
+pub use stream::MemoryImage;
 pub use vcpu::VcpuState;
 pub use vm_state::VmState;
 
+use crate::disk::DiskBackend;
 use crate::error::Error;
 use crate::layout::MemoryLayout;
 use crate::pci::PciDevices;
@@ -40,8 +49,8 @@ use crate::platform::Platform;
 use crate::vcpu::Shared;
 use crate::{cpuid, firmware, lock, Vm, VmConfig, VmHandle};
 use stream::{
-    Reader, Writer, MAX_MEMORY_CHUNK, PAGE_SIZE, TAG_DEVICES, TAG_END, TAG_MACHINE, TAG_MEMORY,
-    TAG_VCPU, TAG_VM,
+    Reader, Writer, MAX_MEMORY_CHUNK, MAX_MEMORY_PASSES, PAGE_SIZE, TAG_DEVICES, TAG_END,
+    TAG_IMAGE, TAG_MACHINE, TAG_MEMORY, TAG_MEMORY_END, TAG_PASS, TAG_VCPU, TAG_VM,
 };
 
 /// Why a snapshot could not be written or a stream not restored, naming the part.
@@ -182,8 +191,14 @@ pub trait StreamSink {
     /// The header and machine record, checked against the limits: refuse them, or get ready
     /// for guest memory.
     fn machine(&mut self, header: &Header, machine: &Machine) -> Result<(), SnapshotError>;
+    /// A memory image (a snapshot file's RAM), its table checked against the machine: return
+    /// true to map its bytes from the file yourself (the reader then skips them), false to get
+    /// its non-zero pages through [`StreamSink::memory`].
+    fn image(&mut self, _image: &MemoryImage) -> Result<bool, SnapshotError> {
+        Ok(false)
+    }
     /// Guest memory at `addr`: whole pages inside one of the machine's RAM regions, above
-    /// every earlier chunk.
+    /// every earlier chunk of the same pass (a later pass overrides earlier ones).
     fn memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), SnapshotError>;
 }
 
@@ -194,7 +209,10 @@ pub fn read_stream(
     input: &mut dyn Read,
     sink: &mut dyn StreamSink,
 ) -> Result<Contents, SnapshotError> {
-    let mut r = Reader::new(input);
+    read_from(Reader::new(input), sink)
+}
+
+fn read_from(mut r: Reader<'_>, sink: &mut dyn StreamSink) -> Result<Contents, SnapshotError> {
     let header = r.header()?;
     let s = r.expect(TAG_MACHINE, "the machine record")?;
     let machine: Machine = r.record(s, "the machine record")?;
@@ -203,32 +221,73 @@ pub fn read_stream(
 
     let mut buf = Vec::new();
     let mut next_free = 0u64;
+    let mut passes = 1;
     let mut s = r.section("guest memory")?;
-    while s.tag == TAG_MEMORY {
-        let (addr, bytes) = r.memory(s, &mut buf)?;
-        let len = bytes.len() as u64;
-        let end = addr.checked_add(len).filter(|_| len > 0);
-        let inside = end.is_some_and(|end| {
-            regions
-                .iter()
-                .any(|&(start, size)| addr >= start && end <= start + size)
-        });
-        if !addr.is_multiple_of(PAGE_SIZE)
-            || !len.is_multiple_of(PAGE_SIZE)
-            || !inside
-            || addr < next_free
-        {
-            return Err(SnapshotError::Malformed {
-                what: "guest memory",
-                reason: format!(
-                    "{len:#x} bytes at {addr:#x}: not whole pages of RAM above {next_free:#x}"
-                ),
-            });
+    if s.tag == TAG_IMAGE {
+        let image = r.image(s, &regions)?;
+        if sink.image(&image)? {
+            let left = image.end() - r.position();
+            r.skip(left, "the memory image")?;
+        } else {
+            read_image(&mut r, &image, sink)?;
         }
-        sink.memory(addr, bytes)?;
-        next_free = end.unwrap_or(u64::MAX);
+        // The image was the first pass, whole: more memory needs a new pass.
+        next_free = u64::MAX;
         s = r.section("guest memory")?;
     }
+    loop {
+        match s.tag {
+            TAG_MEMORY => {
+                let (addr, bytes) = r.memory(s, &mut buf)?;
+                let len = bytes.len() as u64;
+                let end = addr.checked_add(len).filter(|_| len > 0);
+                let inside = end.is_some_and(|end| {
+                    regions
+                        .iter()
+                        .any(|&(start, size)| addr >= start && end <= start + size)
+                });
+                if !addr.is_multiple_of(PAGE_SIZE)
+                    || !len.is_multiple_of(PAGE_SIZE)
+                    || !inside
+                    || addr < next_free
+                {
+                    return Err(SnapshotError::Malformed {
+                        what: "guest memory",
+                        reason: format!(
+                            "{len:#x} bytes at {addr:#x}: not whole pages of RAM above \
+                             {next_free:#x}"
+                        ),
+                    });
+                }
+                sink.memory(addr, bytes)?;
+                next_free = end.unwrap_or(u64::MAX);
+            }
+            TAG_PASS => {
+                r.marker(s, "a memory pass")?;
+                passes += 1;
+                if passes > MAX_MEMORY_PASSES {
+                    return Err(SnapshotError::TooLarge {
+                        what: "the number of memory passes",
+                        len: passes.into(),
+                        limit: MAX_MEMORY_PASSES.into(),
+                    });
+                }
+                next_free = 0;
+            }
+            TAG_MEMORY_END => {
+                r.marker(s, "the end of memory")?;
+                break;
+            }
+            other => {
+                return Err(SnapshotError::Malformed {
+                    what: "guest memory",
+                    reason: format!("a section with tag {other:#x} before the end of memory"),
+                })
+            }
+        }
+        s = r.section("guest memory")?;
+    }
+    let mut s = r.section("the vCPU records")?;
     let mut vcpus = Vec::with_capacity(machine.vcpus as usize);
     for _ in 0..machine.vcpus {
         if s.tag != TAG_VCPU {
@@ -265,6 +324,53 @@ pub fn read_stream(
     })
 }
 
+/// Read a memory image's RAM in chunks and hand its non-zero pages to `sink`.
+fn read_image(
+    r: &mut Reader<'_>,
+    image: &MemoryImage,
+    sink: &mut dyn StreamSink,
+) -> Result<(), SnapshotError> {
+    let page = PAGE_SIZE as usize;
+    let mut buf = vec![0u8; MAX_MEMORY_CHUNK as usize];
+    for region in &image.regions {
+        let mut off = 0;
+        while off < region.len {
+            let n = (region.len - off).min(MAX_MEMORY_CHUNK) as usize;
+            let chunk = &mut buf[..n];
+            r.image_bytes(chunk)?;
+            for_nonzero_runs(chunk, page, |at, run| {
+                sink.memory(region.addr + off + at as u64, run)
+            })?;
+            off += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Call `f` with the offset and bytes of every run of pages of `chunk` that are not all
+/// zeros (the last page may be short).
+fn for_nonzero_runs(
+    chunk: &[u8],
+    page: usize,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let n = chunk.len();
+    let zero = |p: usize| chunk[p..(p + page).min(n)].iter().all(|&b| b == 0);
+    let mut p = 0;
+    while p < n {
+        if zero(p) {
+            p += page;
+            continue;
+        }
+        let run = p;
+        while p < n && !zero(p) {
+            p += page;
+        }
+        f(run, &chunk[run..p.min(n)])?;
+    }
+    Ok(())
+}
+
 /// How a VM was built, as a snapshot records it.
 pub(crate) struct Shape {
     pub layout: MemoryLayout,
@@ -272,6 +378,8 @@ pub(crate) struct Shape {
     pub bios_copy: bool,
     /// What vCPU 0 was given: the header's CPUID leaves come from it.
     pub vcpu0_cpuid: CpuId,
+    /// The disk images behind the virtio-blk devices.
+    pub disks: Vec<DiskBackend>,
 }
 
 /// What a snapshot reads and a restore loads, shared by a [`Vm`] and its handles.
@@ -289,6 +397,9 @@ pub(crate) struct Parts {
     pub fw_cfg: Arc<Mutex<FwCfg>>,
     pub pci_root: Arc<Mutex<PciRoot>>,
     pub transports: Vec<(u8, Arc<Mutex<VirtioPciDevice>>)>,
+    /// The disk images, flushed before a stream ends and swapped in by
+    /// [`Vm::attach_disks`].
+    pub disks: Vec<DiskBackend>,
 }
 
 impl Parts {
@@ -337,15 +448,16 @@ impl Parts {
             fw_cfg,
             pci_root: pci.root.clone(),
             transports: pci.transports.clone(),
+            disks: shape.disks,
         })
     }
 }
 
 /// Write every RAM region's pages that are not all zeros, in address order, in runs of at
-/// most [`MAX_MEMORY_CHUNK`].
-fn write_memory(w: &mut Writer<'_>, mem: &GuestMemoryMmap) -> Result<(), SnapshotError> {
-    let page = PAGE_SIZE as usize;
+/// most [`MAX_MEMORY_CHUNK`]; returns how many pages that was.
+fn write_memory(w: &mut Writer<'_>, mem: &GuestMemoryMmap) -> Result<u64, SnapshotError> {
     let mut buf = vec![0u8; MAX_MEMORY_CHUNK as usize];
+    let mut pages = 0;
     for region in mem.iter() {
         let start = region.start_addr().0;
         let len = region.len();
@@ -353,32 +465,60 @@ fn write_memory(w: &mut Writer<'_>, mem: &GuestMemoryMmap) -> Result<(), Snapsho
         while off < len {
             let n = (len - off).min(MAX_MEMORY_CHUNK) as usize;
             let chunk = &mut buf[..n];
-            mem.read_slice(chunk, GuestAddress(start + off))
-                .map_err(|e| SnapshotError::Read(io::Error::other(e.to_string())))?;
-            let zero = |p: usize| chunk[p..(p + page).min(n)].iter().all(|&b| b == 0);
-            let mut p = 0;
-            while p < n {
-                if zero(p) {
-                    p += page;
-                    continue;
-                }
-                let run = p;
-                while p < n && !zero(p) {
-                    p += page;
-                }
-                w.memory(start + off + run as u64, &chunk[run..p.min(n)])?;
-            }
+            read_guest(mem, start + off, chunk)?;
+            for_nonzero_runs(chunk, PAGE_SIZE as usize, |at, run| {
+                pages += (run.len() as u64).div_ceil(PAGE_SIZE);
+                w.memory(start + off + at as u64, run)
+            })?;
             off += n as u64;
         }
     }
-    Ok(())
+    Ok(pages)
+}
+
+/// Copy guest memory at `addr` into `buf`.
+fn read_guest(mem: &GuestMemoryMmap, addr: u64, buf: &mut [u8]) -> Result<(), SnapshotError> {
+    mem.read_slice(buf, GuestAddress(addr))
+        .map_err(|e| SnapshotError::Read(io::Error::other(e.to_string())))
+}
+
+/// A paused VM's state besides its memory, read with every device locked: while the
+/// [`devices::Quiesced`] guards live, nothing changes guest memory.
+struct Captured {
+    vcpus: Vec<VcpuState>,
+    vm: VmState,
+    devices: DevicesState,
+}
+
+impl Parts {
+    /// Flush every disk image: what the guest wrote is in the files before a stream that
+    /// includes it is complete.
+    fn flush_disks(&self) -> Result<(), SnapshotError> {
+        for d in &self.disks {
+            d.flush()
+                .map_err(|e| SnapshotError::Vm(Error::host("flushing a disk image")(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Write the records that follow guest memory, then the end; returns the stream's size.
+    fn write_state(&self, mut w: Writer<'_>, c: &Captured) -> Result<u64, SnapshotError> {
+        for v in &c.vcpus {
+            w.record(TAG_VCPU, "a vCPU record", v)?;
+        }
+        w.record(TAG_VM, "the VM record", &c.vm)?;
+        w.record(TAG_DEVICES, "the devices record", &c.devices)?;
+        w.finish()
+    }
 }
 
 impl VmHandle {
-    /// Write the VM's state to `out` (docs/snapshot.md). Pauses the VM if it runs and leaves
-    /// it paused: the caller stops it (`vmctl send`) or unpauses it (a checkpoint). While the
-    /// stream is written the devices do no work (console input and queue notifications wait).
-    pub fn snapshot(&self, out: &mut dyn Write) -> Result<(), SnapshotError> {
+    /// Pause the VM (if it runs) and call `f` with its state while every device is locked
+    /// and every disk image flushed; the VM stays paused.
+    fn with_captured<R>(
+        &self,
+        f: impl FnOnce(&Captured) -> Result<R, SnapshotError>,
+    ) -> Result<R, SnapshotError> {
         self.pause()?;
         let parts = &self.parts;
         let paused_clock = *lock(&self.clock);
@@ -401,30 +541,118 @@ impl VmHandle {
             .ok_or(SnapshotError::NotPaused)??;
         let virtio = parts.virtio_devices();
         let quiet = parts.quiesce(&virtio);
-        let vm_state = VmState::capture(&parts.vm, clock)?;
+        let vm = VmState::capture(&parts.vm, clock)?;
         let devices = quiet.state(parts);
-        let mut w = Writer::new(out);
-        w.header(&Header { cpuid: parts.cpuid })?;
-        w.record(TAG_MACHINE, "the machine record", &parts.machine)?;
-        write_memory(&mut w, &parts.shared.mem)?;
-        for v in &vcpus {
-            w.record(TAG_VCPU, "a vCPU record", v)?;
-        }
-        w.record(TAG_VM, "the VM record", &vm_state)?;
-        w.record(TAG_DEVICES, "the devices record", &devices)?;
-        w.finish()
+        parts.flush_disks()?;
+        f(&Captured { vcpus, vm, devices })
+    }
+
+    /// The header and machine record every stream starts with.
+    fn start_stream<'w>(&self, mut w: Writer<'w>) -> Result<Writer<'w>, SnapshotError> {
+        w.header(&Header {
+            cpuid: self.parts.cpuid,
+        })?;
+        w.record(TAG_MACHINE, "the machine record", &self.parts.machine)?;
+        Ok(w)
+    }
+
+    /// Write the VM's state to `out` (docs/snapshot.md). Pauses the VM if it runs and leaves
+    /// it paused: the caller stops it (`vmctl send`) or unpauses it (a checkpoint). While the
+    /// stream is written the devices do no work (console input and queue notifications wait),
+    /// and the disk images are flushed before it ends.
+    pub fn snapshot(&self, out: &mut dyn Write) -> Result<(), SnapshotError> {
+        self.with_captured(|c| {
+            let mut w = self.start_stream(Writer::new(out))?;
+            write_memory(&mut w, &self.parts.shared.mem)?;
+            w.marker(TAG_MEMORY_END)?;
+            self.parts.write_state(w, c)
+        })
+        .map(drop)
+    }
+
+    /// [`VmHandle::snapshot`] into a regular file, from its current position (which must be
+    /// page-aligned; anything after it is cut off), with guest RAM as a memory image: whole,
+    /// uncompressed and page-aligned, zero pages left as holes, so that
+    /// [`Vm::restore_file`] maps it instead of reading it. [`Vm::restore`] reads such a
+    /// stream too (from a pipe, say).
+    pub fn snapshot_file(&self, file: &File) -> Result<(), SnapshotError> {
+        self.with_captured(|c| {
+            let mut w = self.start_stream(Writer::for_file(file)?)?;
+            let mem = &self.parts.shared.mem;
+            let regions: Vec<(u64, u64)> =
+                mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
+            w.image(&regions)?;
+            let mut buf = vec![0u8; MAX_MEMORY_CHUNK as usize];
+            for &(start, len) in &regions {
+                let mut off = 0;
+                while off < len {
+                    let n = (len - off).min(MAX_MEMORY_CHUNK) as usize;
+                    read_guest(mem, start + off, &mut buf[..n])?;
+                    w.image_bytes(&buf[..n])?;
+                    off += n as u64;
+                }
+            }
+            w.marker(TAG_MEMORY_END)?;
+            self.parts.write_state(w, c)
+        })
+        .map(drop)
     }
 }
 
-/// Builds the VM when the machine record arrives and fills its memory.
-struct Restorer {
+/// Builds the VM the stream describes, once it knows where guest memory comes from, and
+/// fills its memory.
+struct Restorer<'f> {
     cfg: Option<VmConfig>,
+    /// The machine record, checked against `cfg` and this host.
+    machine: Option<Machine>,
     vm: Option<Vm>,
+    /// Restoring from a file: a memory image in it is mapped, not read.
+    file: Option<file::Source<'f>>,
 }
 
-impl StreamSink for Restorer {
+impl Restorer<'_> {
+    /// Build the VM on `mem` (fresh memory if `None`) and check its devices against the
+    /// stream's.
+    fn build(&mut self, mem: Option<GuestMemoryMmap>) -> Result<&Vm, SnapshotError> {
+        let (Some(cfg), Some(machine)) = (self.cfg.take(), self.machine.as_ref()) else {
+            return Err(SnapshotError::Malformed {
+                what: "guest memory",
+                reason: "before the machine record".into(),
+            });
+        };
+        let vm = Vm::build_with(cfg, false, mem)?;
+        let here = &vm.parts.machine.devices;
+        if *here != machine.devices {
+            let list = |d: &[PciFunction]| {
+                d.iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(SnapshotError::Mismatch(format!(
+                "the stream's PCI devices are [{}], this VM's [{}]",
+                list(&machine.devices),
+                list(here)
+            )));
+        }
+        Ok(self.vm.insert(vm))
+    }
+
+    /// The VM, built on fresh memory if it is not yet.
+    fn vm(&mut self) -> Result<&Vm, SnapshotError> {
+        if self.vm.is_none() {
+            self.build(None)?;
+        }
+        self.vm.as_ref().ok_or(SnapshotError::Malformed {
+            what: "the machine record",
+            reason: "missing".into(),
+        })
+    }
+}
+
+impl StreamSink for Restorer<'_> {
     fn machine(&mut self, header: &Header, machine: &Machine) -> Result<(), SnapshotError> {
-        let Some(mut cfg) = self.cfg.take() else {
+        let (Some(cfg), None) = (self.cfg.as_mut(), &self.machine) else {
             return Err(SnapshotError::Malformed {
                 what: "the machine record",
                 reason: "a second one".into(),
@@ -459,6 +687,7 @@ impl StreamSink for Restorer {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("get supported CPUID"))?;
+        cfg.kvm = Some(kvm);
         let offered = header::leaves(&cpuid::for_vcpu(
             &supported,
             0,
@@ -466,34 +695,29 @@ impl StreamSink for Restorer {
             cpuid::host_is_pvm(),
         ));
         header.check_cpu(&offered)?;
-        cfg.kvm = Some(kvm);
-        let vm = Vm::build(cfg, false)?;
-        let here = &vm.parts.machine.devices;
-        if *here != machine.devices {
-            let list = |d: &[PciFunction]| {
-                d.iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(SnapshotError::Mismatch(format!(
-                "the stream's PCI devices are [{}], this VM's [{}]",
-                list(&machine.devices),
-                list(here)
-            )));
+        self.machine = Some(machine.clone());
+        // A stream's memory is read into fresh memory: build now, so that a VM this host
+        // cannot build is refused before its memory is read. A file waits for its image.
+        if self.file.is_none() {
+            self.build(None)?;
         }
-        self.vm = Some(vm);
         Ok(())
     }
 
+    fn image(&mut self, image: &MemoryImage) -> Result<bool, SnapshotError> {
+        match self.file.as_ref() {
+            Some(source) => {
+                let mem = source.map(image)?;
+                self.build(Some(mem))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let Some(vm) = &self.vm else {
-            return Err(SnapshotError::Malformed {
-                what: "guest memory",
-                reason: "before the machine record".into(),
-            });
-        };
-        vm.parts
+        self.vm()?
+            .parts
             .shared
             .mem
             .write_slice(bytes, GuestAddress(addr))
@@ -510,14 +734,37 @@ impl Vm {
     /// returned VM [`Vm::run`]s on from where the snapshot was taken. `cfg.memory` and
     /// `cfg.vcpus` must be the stream's, and its devices (disks, NICs, CD-ROM) the same kinds
     /// in the same order; their backing files are the caller's, as in vmd, which re-opens
-    /// them (the stream holds no disk data). Any error leaves nothing behind.
+    /// them (the stream holds no disk data; [`PendingDisk`] stands in for an image that may
+    /// only be opened once the stream is complete). Any error leaves nothing behind.
     pub fn restore(cfg: VmConfig, input: &mut dyn Read) -> Result<Vm, SnapshotError> {
+        Self::restore_from(cfg, Reader::new(input), None)
+    }
+
+    /// [`Vm::restore`] from a regular file holding a stream from its current position: a
+    /// memory image ([`VmHandle::snapshot_file`]) is checked (whole pages, page-aligned,
+    /// inside the file) and mapped copy-on-write (`MAP_PRIVATE`) instead of read, so the VM
+    /// is ready at once and pages come in from the file as the guest touches them; the
+    /// guest's writes never reach the file. The file must not shrink while the VM runs.
+    /// Other streams are read as by [`Vm::restore`].
+    pub fn restore_file(cfg: VmConfig, file: &File) -> Result<Vm, SnapshotError> {
+        let source = file::Source::new(file)?;
+        Self::restore_from(cfg, Reader::for_file(file), Some(source))
+    }
+
+    fn restore_from(
+        cfg: VmConfig,
+        reader: Reader<'_>,
+        file: Option<file::Source<'_>>,
+    ) -> Result<Vm, SnapshotError> {
         let mut r = Restorer {
             cfg: Some(cfg),
+            machine: None,
             vm: None,
+            file,
         };
-        let contents = read_stream(input, &mut r)?;
-        let vm = r.vm.ok_or(SnapshotError::Malformed {
+        let contents = read_from(reader, &mut r)?;
+        r.vm()?;
+        let vm = r.vm.take().ok_or(SnapshotError::Malformed {
             what: "the machine record",
             reason: "missing".into(),
         })?;

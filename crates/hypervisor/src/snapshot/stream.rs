@@ -1,9 +1,11 @@
 //! Framing (docs/snapshot.md): after the header, sections of a 4-byte tag and an 8-byte
 //! length (both little-endian) followed by that many bytes; state records are postcard, guest
-//! memory is raw. A CRC-32 of everything before it ends the stream. Every length is checked
+//! memory is raw. A CRC-32 of everything before it ends the stream, except the guest RAM of a
+//! memory image (a snapshot file maps it instead of reading it). Every length is checked
 //! against the limits here before anything is allocated or read.
 
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use flate2::Crc;
 use serde::de::DeserializeOwned;
@@ -22,6 +24,14 @@ pub const TAG_VCPU: u32 = 3;
 pub const TAG_VM: u32 = 4;
 /// The devices' record ([`super::DevicesState`]).
 pub const TAG_DEVICES: u32 = 5;
+/// A new memory pass (no payload): its memory sections start again from the bottom and
+/// override what earlier passes sent (live migration re-sends the pages the guest wrote).
+pub const TAG_PASS: u32 = 6;
+/// A memory image: every RAM region whole, uncompressed, at page-aligned stream offsets
+/// ([`MemoryImage`]), so that a snapshot file's RAM can be mapped instead of read.
+pub const TAG_IMAGE: u32 = 7;
+/// The end of guest memory (no payload).
+pub const TAG_MEMORY_END: u32 = 8;
 /// The end: the CRC-32 (4 bytes) of every byte before them, header included.
 pub const TAG_END: u32 = 0xff;
 
@@ -33,6 +43,14 @@ pub const MAX_MEMORY_CHUNK: u64 = 1 << 20;
 pub const PAGE_SIZE: u64 = 4096;
 /// Bytes of the guest address in front of a memory section's data.
 pub const MEMORY_ADDR_LEN: u64 = 8;
+/// Most memory passes in a stream (the first included): each sends at most the guest's
+/// memory once, so a stream carries at most this many times its RAM.
+pub const MAX_MEMORY_PASSES: u32 = 64;
+/// Most regions in a memory image (a memory layout has at most three).
+pub const MAX_IMAGE_REGIONS: u32 = 8;
+/// Bytes of an image table's head (region count, reserved) and of one of its entries.
+const IMAGE_HEAD_LEN: u64 = 8;
+const IMAGE_ENTRY_LEN: u64 = 24;
 /// Bytes of the END section's payload.
 const END_LEN: u64 = 4;
 
@@ -47,23 +65,147 @@ fn read_error(what: &'static str) -> impl FnOnce(io::Error) -> SnapshotError {
     }
 }
 
-/// Writes a stream, hashing every byte.
+/// Round `n` up to a whole page; `None` on overflow.
+pub fn page_align(n: u64) -> Option<u64> {
+    n.checked_add(PAGE_SIZE - 1).map(|n| n & !(PAGE_SIZE - 1))
+}
+
+/// One RAM region of a memory image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageRegion {
+    /// Guest physical address.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Where its bytes start, counted from the stream's first byte (page-aligned).
+    pub offset: u64,
+}
+
+/// The table of a memory image section: where each RAM region lies in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryImage {
+    /// In the machine's region order, back to back from the first page boundary after the
+    /// table.
+    pub regions: Vec<ImageRegion>,
+}
+
+impl MemoryImage {
+    /// The table for `regions` (guest address, length) when the section's payload starts at
+    /// stream offset `payload_at`: the first region at the next page boundary after the table,
+    /// the others right after each other. `None` on overflow.
+    pub fn lay_out(regions: &[(u64, u64)], payload_at: u64) -> Option<Self> {
+        let table_end = payload_at
+            .checked_add(IMAGE_HEAD_LEN)?
+            .checked_add(IMAGE_ENTRY_LEN.checked_mul(regions.len() as u64)?)?;
+        let mut offset = page_align(table_end)?;
+        let mut out = Vec::with_capacity(regions.len());
+        for &(addr, len) in regions {
+            out.push(ImageRegion { addr, len, offset });
+            offset = offset.checked_add(len)?;
+        }
+        Some(MemoryImage { regions: out })
+    }
+
+    /// Stream offset just past the last region's bytes.
+    pub fn end(&self) -> u64 {
+        self.regions.last().map_or(0, |r| r.offset + r.len)
+    }
+
+    fn table_len(&self) -> u64 {
+        IMAGE_HEAD_LEN + IMAGE_ENTRY_LEN * self.regions.len() as u64
+    }
+}
+
+/// Where a stream goes: anything writable, or a file written from its current position, where
+/// runs of zero bytes in a memory image are left as holes.
+pub enum Output<'a> {
+    Stream(&'a mut dyn Write),
+    File(BufWriter<&'a File>),
+}
+
+impl Write for Output<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Stream(w) => w.write(b),
+            Output::File(f) => f.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stream(w) => w.flush(),
+            Output::File(f) => f.flush(),
+        }
+    }
+}
+
+/// Writes a stream, hashing every byte but a memory image's RAM, and counting them.
 pub struct Writer<'a> {
-    out: &'a mut dyn Write,
+    out: Output<'a>,
     crc: Crc,
+    pos: u64,
 }
 
 impl<'a> Writer<'a> {
     pub fn new(out: &'a mut dyn Write) -> Self {
         Writer {
-            out,
+            out: Output::Stream(out),
             crc: Crc::new(),
+            pos: 0,
         }
+    }
+
+    /// A writer into `file` from its current position, which must be page-aligned (a memory
+    /// image's offsets count from there); what the file held from there on is cut off.
+    pub fn for_file(file: &'a File) -> Result<Self, SnapshotError> {
+        let mut f = file;
+        let start = f.stream_position().map_err(SnapshotError::Write)?;
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(SnapshotError::Write(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a snapshot file must start at a page boundary, not at offset {start}"),
+            )));
+        }
+        file.set_len(start).map_err(SnapshotError::Write)?;
+        Ok(Writer {
+            out: Output::File(BufWriter::with_capacity(MAX_MEMORY_CHUNK as usize, file)),
+            crc: Crc::new(),
+            pos: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.pos
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         self.crc.update(bytes);
-        self.out.write_all(bytes).map_err(SnapshotError::Write)
+        self.unhashed(bytes)
+    }
+
+    fn unhashed(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.out.write_all(bytes).map_err(SnapshotError::Write)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// `n` zero bytes of a memory image: a hole in a file.
+    fn zeros(&mut self, n: u64) -> Result<(), SnapshotError> {
+        match &mut self.out {
+            Output::File(f) => {
+                let n = i64::try_from(n).map_err(|_| SnapshotError::TooLarge {
+                    what: "a run of zero pages",
+                    len: n,
+                    limit: i64::MAX as u64,
+                })?;
+                f.seek(SeekFrom::Current(n)).map_err(SnapshotError::Write)?;
+            }
+            Output::Stream(w) => {
+                io::copy(&mut io::repeat(0).take(n), w).map_err(SnapshotError::Write)?;
+            }
+        }
+        self.pos += n;
+        Ok(())
     }
 
     fn section_header(&mut self, tag: u32, len: u64) -> Result<(), SnapshotError> {
@@ -107,14 +249,72 @@ impl<'a> Writer<'a> {
         self.raw(bytes)
     }
 
-    /// The END section; the stream is complete.
-    pub fn finish(mut self) -> Result<(), SnapshotError> {
+    /// A section without payload ([`TAG_PASS`], [`TAG_MEMORY_END`]).
+    pub fn marker(&mut self, tag: u32) -> Result<(), SnapshotError> {
+        self.section_header(tag, 0)
+    }
+
+    /// A memory image of `regions` (guest address, length): the section header, its table
+    /// and the padding up to the first region. The caller then writes each region's bytes
+    /// in order through [`Writer::image_bytes`].
+    pub fn image(&mut self, regions: &[(u64, u64)]) -> Result<MemoryImage, SnapshotError> {
+        let overflow = || SnapshotError::TooLarge {
+            what: "the memory image",
+            len: u64::MAX,
+            limit: u64::MAX,
+        };
+        let payload_at = self.pos + 12;
+        let image = MemoryImage::lay_out(regions, payload_at).ok_or_else(overflow)?;
+        self.section_header(TAG_IMAGE, image.end() - payload_at)?;
+        self.raw(&(image.regions.len() as u32).to_le_bytes())?;
+        self.raw(&[0u8; 4])?;
+        for r in &image.regions {
+            for v in [r.addr, r.len, r.offset] {
+                self.raw(&v.to_le_bytes())?;
+            }
+        }
+        let pad = image.regions.first().map_or(0, |r| r.offset) - self.pos;
+        self.raw(&vec![0u8; pad as usize])?;
+        Ok(image)
+    }
+
+    /// The next bytes of a memory image's RAM; whole pages of zeros become holes in a file.
+    pub fn image_bytes(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let page = PAGE_SIZE as usize;
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + page).min(bytes.len());
+            let zero = end - at == page && bytes[at..end].iter().all(|&b| b == 0);
+            let mut run = end;
+            if zero {
+                while run + page <= bytes.len() && bytes[run..run + page].iter().all(|&b| b == 0) {
+                    run += page;
+                }
+                self.zeros((run - at) as u64)?;
+            } else {
+                while run < bytes.len() {
+                    let next = (run + page).min(bytes.len());
+                    if next - run == page && bytes[run..next].iter().all(|&b| b == 0) {
+                        break;
+                    }
+                    run = next;
+                }
+                self.unhashed(&bytes[at..run])?;
+            }
+            at = run;
+        }
+        Ok(())
+    }
+
+    /// The END section; the stream is complete. Returns its size in bytes.
+    pub fn finish(mut self) -> Result<u64, SnapshotError> {
         self.section_header(TAG_END, END_LEN)?;
         let sum = self.crc.sum();
         self.out
             .write_all(&sum.to_le_bytes())
             .and_then(|()| self.out.flush())
-            .map_err(SnapshotError::Write)
+            .map_err(SnapshotError::Write)?;
+        Ok(self.pos + END_LEN)
     }
 }
 
@@ -125,23 +325,83 @@ pub struct Section {
     pub len: u64,
 }
 
-/// Reads a stream, hashing every byte.
+/// Where a stream comes from: anything readable, or a file, which can skip a memory image.
+enum Input<'a> {
+    Stream(&'a mut dyn Read),
+    File(BufReader<&'a File>),
+}
+
+impl Read for Input<'_> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Stream(r) => r.read(b),
+            Input::File(f) => f.read(b),
+        }
+    }
+}
+
+/// Reads a stream, hashing every byte but a memory image's RAM, and counting them.
 pub struct Reader<'a> {
-    input: &'a mut dyn Read,
+    input: Input<'a>,
     crc: Crc,
+    pos: u64,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(input: &'a mut dyn Read) -> Self {
         Reader {
-            input,
+            input: Input::Stream(input),
             crc: Crc::new(),
+            pos: 0,
         }
     }
 
+    /// A reader of the stream in `file` from its current position.
+    pub fn for_file(file: &'a File) -> Self {
+        Reader {
+            input: Input::File(BufReader::with_capacity(MAX_MEMORY_CHUNK as usize, file)),
+            crc: Crc::new(),
+            pos: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
     fn exact(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), SnapshotError> {
-        self.input.read_exact(buf).map_err(read_error(what))?;
+        self.unhashed(buf, what)?;
         self.crc.update(buf);
+        Ok(())
+    }
+
+    fn unhashed(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), SnapshotError> {
+        self.input.read_exact(buf).map_err(read_error(what))?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Go past `n` bytes of a memory image without reading them (a file) or reading them
+    /// (any other stream).
+    pub fn skip(&mut self, n: u64, what: &'static str) -> Result<(), SnapshotError> {
+        match &mut self.input {
+            Input::File(f) => {
+                let by = i64::try_from(n).map_err(|_| SnapshotError::TooLarge {
+                    what,
+                    len: n,
+                    limit: i64::MAX as u64,
+                })?;
+                f.seek_relative(by).map_err(SnapshotError::Read)?;
+            }
+            Input::Stream(r) => {
+                let got = io::copy(&mut r.take(n), &mut io::sink()).map_err(SnapshotError::Read)?;
+                if got != n {
+                    return Err(SnapshotError::Truncated { what });
+                }
+            }
+        }
+        self.pos += n;
         Ok(())
     }
 
@@ -201,6 +461,18 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
+    /// A section without payload (`what` names it).
+    pub fn marker(&self, s: Section, what: &'static str) -> Result<(), SnapshotError> {
+        if s.len == 0 {
+            Ok(())
+        } else {
+            Err(SnapshotError::Malformed {
+                what,
+                reason: format!("{} bytes of payload, expected none", s.len),
+            })
+        }
+    }
+
     /// The guest address and bytes of memory section `s`, read into `buf`.
     pub fn memory<'b>(
         &mut self,
@@ -227,6 +499,85 @@ impl<'a> Reader<'a> {
         buf.resize(data as usize, 0);
         self.exact(buf, WHAT)?;
         Ok((u64::from_le_bytes(addr), buf))
+    }
+
+    /// The table of memory image section `s` and its padding, which must lay out exactly
+    /// `regions` (guest address, length) as [`MemoryImage::lay_out`] does, with the section
+    /// ending at the last region's end. The reader is then at the first region's bytes.
+    pub fn image(
+        &mut self,
+        s: Section,
+        regions: &[(u64, u64)],
+    ) -> Result<MemoryImage, SnapshotError> {
+        const WHAT: &str = "the memory image";
+        let malformed = |reason: String| SnapshotError::Malformed { what: WHAT, reason };
+        let payload_at = self.pos;
+        let mut head = [0u8; IMAGE_HEAD_LEN as usize];
+        self.exact(&mut head, WHAT)?;
+        let count = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        if count > MAX_IMAGE_REGIONS {
+            return Err(SnapshotError::TooLarge {
+                what: "the memory image's region count",
+                len: count.into(),
+                limit: MAX_IMAGE_REGIONS.into(),
+            });
+        }
+        if head[4..] != [0; 4] {
+            return Err(malformed("reserved bytes are not zero".into()));
+        }
+        let mut found = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let mut e = [0u8; IMAGE_ENTRY_LEN as usize];
+            self.exact(&mut e, WHAT)?;
+            let v = |i: usize| u64::from_le_bytes(e[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+            found.push(ImageRegion {
+                addr: v(0),
+                len: v(1),
+                offset: v(2),
+            });
+        }
+        let image = MemoryImage { regions: found };
+        let want = MemoryImage::lay_out(regions, payload_at)
+            .ok_or_else(|| malformed("the layout overflows".into()))?;
+        if let Some((i, (f, w))) = image
+            .regions
+            .iter()
+            .zip(&want.regions)
+            .enumerate()
+            .find(|(_, (f, w))| f != w)
+        {
+            return Err(malformed(format!(
+                "region {i} is {:#x} bytes at guest {:#x}, stream offset {:#x}; the machine \
+                 needs {:#x} bytes at {:#x}, page-aligned at offset {:#x}",
+                f.len, f.addr, f.offset, w.len, w.addr, w.offset
+            )));
+        }
+        if image.regions.len() != want.regions.len() {
+            return Err(malformed(format!(
+                "{} regions, the machine has {}",
+                image.regions.len(),
+                want.regions.len()
+            )));
+        }
+        if payload_at.checked_add(s.len) != Some(want.end()) {
+            return Err(malformed(format!(
+                "a section of {:#x} bytes for an image ending at stream offset {:#x}",
+                s.len,
+                want.end()
+            )));
+        }
+        let pad = want.regions.first().map_or(0, |r| r.offset) - payload_at - want.table_len();
+        let mut zeros = vec![0u8; pad as usize];
+        self.exact(&mut zeros, WHAT)?;
+        if zeros.iter().any(|&b| b != 0) {
+            return Err(malformed("the padding before the RAM is not zero".into()));
+        }
+        Ok(image)
+    }
+
+    /// The next `buf.len()` bytes of a memory image's RAM (not hashed).
+    pub fn image_bytes(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
+        self.unhashed(buf, "the memory image")
     }
 
     /// The END section `s`: the checksum must be that of everything read before it.
