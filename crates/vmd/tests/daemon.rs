@@ -151,6 +151,20 @@ impl Daemon {
         );
         self.row(name).unwrap()
     }
+
+    /// The running VM's row once it has its console: "running" shows while the VM process
+    /// is still starting, before the tty column is filled in.
+    fn wait_console(&self, name: &str) -> Vec<String> {
+        let mut row = Vec::new();
+        self.wait_until(
+            || {
+                row = self.row(name).unwrap_or_default();
+                row.len() > 7 && row[7] == "running" && row[5] != "-"
+            },
+            &format!("{name}'s console"),
+        );
+        row
+    }
 }
 
 impl Drop for Daemon {
@@ -239,7 +253,7 @@ fn config_vm_runs_sandboxed_as_vmd_and_persists_stopped() {
         return;
     }
     let d = Daemon::start(&vm_block("tiny", "smp exit=halt", "\tcpus 2\n"));
-    let row = d.wait_state("tiny", "running");
+    let row = d.wait_console("tiny");
     assert_eq!(&row[0], "1");
     assert_eq!(
         (&row[2][..], &row[3][..], &row[6][..]),
@@ -480,7 +494,7 @@ fn other_users_act_only_on_what_they_own() {
 
     let start = d.vmctl_as(Some(owner), &["start", "owned"]);
     assert!(start.status.success(), "{}", text(&start));
-    let row = d.wait_state("owned", "running");
+    let row = d.wait_console("owned");
     assert_eq!(row[6], OWNER);
     let tty = std::fs::metadata(format!("/dev/{}", row[5])).unwrap();
     assert_eq!(
@@ -810,7 +824,7 @@ fn sandboxed_vm_writes_its_disk_and_reads_its_cdrom_and_a_non_iso_is_refused() {
         "cd",
     ]);
     assert!(start.status.success(), "{}", text(&start));
-    let row = d.wait_state("cd", "running");
+    let row = d.wait_console("cd");
     let out = console_until(&format!("/dev/{}", row[5]), "\nDONE");
     assert!(
         out.contains("BLK modern capacity 2048 write ok read ok flush ok"),

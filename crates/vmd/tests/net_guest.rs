@@ -241,8 +241,20 @@ impl Daemon {
 
     /// The console of running VM `name`, opened right away so nothing it prints is missed.
     fn console(&self, name: &str) -> Console {
-        let row = self.wait_state(name, "running");
-        Console::open(&format!("/dev/{}", row[5]), self.dir.path().join("vmd.log"))
+        // "running" shows while the VM process is still starting; the tty comes with it.
+        let mut tty = String::new();
+        self.wait_until(
+            || {
+                tty = self
+                    .row(name)
+                    .filter(|r| r[7] == "running" && r[5] != "-")
+                    .map(|r| r[5].clone())
+                    .unwrap_or_default();
+                !tty.is_empty()
+            },
+            &format!("{name}'s console"),
+        );
+        Console::open(&format!("/dev/{tty}"), self.dir.path().join("vmd.log"))
     }
 
     /// SIGTERM and wait for the exit (ip netns exec execs vmd in place).
