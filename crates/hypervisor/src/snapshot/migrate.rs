@@ -161,10 +161,12 @@ impl VmHandle {
             w.marker(TAG_MEMORY_END)?;
             self.parts.write_state(w, c)
         });
+        stats.downtime = paused_at.elapsed();
+        // Turning KVM's log off takes a while (it rebuilds its mappings of the slots); the
+        // receiver meanwhile has the whole stream.
         drop(log);
         match end {
             Ok(bytes) => {
-                stats.downtime = paused_at.elapsed();
                 stats.bytes = bytes;
                 Ok(stats)
             }

@@ -716,11 +716,16 @@ impl StreamSink for Restorer<'_> {
     }
 
     fn memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
-        self.vm()?
-            .parts
-            .shared
-            .mem
-            .write_slice(bytes, GuestAddress(addr))
+        let mem = &self.vm()?.parts.shared.mem;
+        // Fresh memory faults a page at a time as it is written; populating the chunk in one
+        // call first is about twice as fast (Linux 5.14; a hint: an older kernel refuses it
+        // and the copy faults the pages in).
+        if let Ok(host) = mem.get_host_address(GuestAddress(addr)) {
+            // SAFETY: the reader checked that the chunk lies inside one region of `mem`,
+            // which `host` points into; populating changes no contents.
+            unsafe { libc::madvise(host.cast(), bytes.len(), libc::MADV_POPULATE_WRITE) };
+        }
+        mem.write_slice(bytes, GuestAddress(addr))
             .map_err(|e| SnapshotError::Malformed {
                 what: "guest memory",
                 reason: format!("{:#x} bytes at {addr:#x}: {e}", bytes.len()),
