@@ -1,18 +1,24 @@
 //! Reads arbitrary bytes as a snapshot stream, the way `vmctl receive` hands vmd a file from
-//! anyone (issue 8, spec §4.11): errors are fine; panics, unbounded allocations and memory
-//! chunks outside the machine's RAM handed on are not. The first byte picks how much of a
-//! valid stream goes in front of the rest — nothing, the header, or the header and a machine
-//! record — so that mutations reach the CPU check, the memory sections and the records.
+//! anyone (issue 8, spec §4.11): errors are fine; panics, unbounded allocations, memory
+//! chunks outside the machine's RAM handed on and memory-image tables that do not lay out the
+//! machine's RAM page-aligned are not. The first byte picks how much of a valid stream goes in
+//! front of the rest — nothing, the header, the header and a machine record, or those and a
+//! memory image's table — so that mutations reach the CPU check, the memory passes, the image
+//! and the records; one of its bits makes the sink map the image (the reader then skips it).
 
 #![no_main]
 
 use hypervisor::snapshot::header::{CpuidLeaf, Header, LEAVES};
 use hypervisor::snapshot::stream::{Writer, MAX_MEMORY_CHUNK, PAGE_SIZE, TAG_MACHINE};
-use hypervisor::snapshot::{read_stream, Machine, PciFunction, SnapshotError, StreamSink};
+use hypervisor::snapshot::{
+    read_stream, Machine, MemoryImage, PciFunction, SnapshotError, StreamSink,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// RAM of the machine in the valid prefix.
 const MEMORY: u64 = 2 << 20;
+/// Mode bit: the sink maps a memory image instead of reading it.
+const MAP_IMAGE: u8 = 8;
 
 fn cpuid() -> [CpuidLeaf; 5] {
     LEAVES.map(|leaf| CpuidLeaf {
@@ -28,6 +34,7 @@ fn cpuid() -> [CpuidLeaf; 5] {
 /// Checks what `read_stream` promises about what it hands on.
 struct Sink {
     machine: Option<Machine>,
+    map_image: bool,
 }
 
 impl StreamSink for Sink {
@@ -36,6 +43,23 @@ impl StreamSink for Sink {
         let _ = header.check_cpu(&cpuid());
         self.machine = Some(machine.clone());
         Ok(())
+    }
+
+    fn image(&mut self, image: &MemoryImage) -> Result<bool, SnapshotError> {
+        let m = self
+            .machine
+            .as_ref()
+            .expect("an image after the machine record");
+        let ram: u64 = image.regions.iter().map(|r| r.len).sum();
+        let bios = if m.bios_copy { 2 << 20 } else { 0 };
+        assert_eq!(ram, m.memory + bios, "the image is the machine's RAM");
+        let mut next = 0;
+        for r in &image.regions {
+            assert!(r.offset % PAGE_SIZE == 0 && r.len % PAGE_SIZE == 0);
+            assert!(r.offset >= next, "regions overlap");
+            next = r.offset + r.len;
+        }
+        Ok(self.map_image)
     }
 
     fn memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -62,23 +86,33 @@ impl StreamSink for Sink {
 
 fn prefix(mode: u8) -> Vec<u8> {
     let mut out = Vec::new();
-    if mode % 3 == 0 {
+    if mode % 4 == 0 {
         return out;
     }
-    let mut w = Writer::new(&mut out);
-    w.header(&Header { cpuid: cpuid() }).unwrap();
-    if mode % 3 == 2 {
-        let machine = Machine {
-            memory: MEMORY,
-            vcpus: 1,
-            bios_copy: mode & 4 != 0,
-            devices: vec![PciFunction {
-                slot: 1,
-                device_type: 4,
-                features: 1 << 32,
-            }],
-        };
-        w.record(TAG_MACHINE, "machine", &machine).unwrap();
+    // The writer borrows `out` until it is dropped.
+    {
+        let mut w = Writer::new(&mut out);
+        w.header(&Header { cpuid: cpuid() }).unwrap();
+        if mode % 4 >= 2 {
+            let machine = Machine {
+                memory: MEMORY,
+                vcpus: 1,
+                bios_copy: mode & 4 != 0,
+                devices: vec![PciFunction {
+                    slot: 1,
+                    device_type: 4,
+                    features: 1 << 32,
+                }],
+            };
+            w.record(TAG_MACHINE, "machine", &machine).unwrap();
+            if mode % 4 == 3 {
+                let mut regions = vec![(0, MEMORY)];
+                if machine.bios_copy {
+                    regions.push((0xffe0_0000, 2 << 20));
+                }
+                w.image(&regions).unwrap();
+            }
+        }
     }
     out
 }
@@ -89,7 +123,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut input = prefix(mode);
     input.extend_from_slice(rest);
-    let mut sink = Sink { machine: None };
+    let mut sink = Sink {
+        machine: None,
+        map_image: mode & MAP_IMAGE != 0,
+    };
     if let Ok(contents) = read_stream(&mut &input[..], &mut sink) {
         assert_eq!(contents.vcpus.len() as u32, contents.machine.vcpus);
     }
