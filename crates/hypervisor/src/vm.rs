@@ -206,6 +206,8 @@ impl VmHandle {
             let _ = self.vm.set_clock(&clock);
         }
         self.shared.pause.resume();
+        // Wake the supervisor to serve what the devices were asked while paused.
+        let _ = self.shared.exit.event().write(1);
     }
 
     /// Whether the VM is paused.
@@ -517,6 +519,11 @@ impl Vm {
         }
         let mut events = [EpollEvent::default(); 16];
         let mut timeout = TICK_MS;
+        // Queue notifications and tap frames that came while the VM was paused: no device
+        // works on guest memory or a disk image while paused, so that a sent VM's images and
+        // memory stay as its stream has them; they are served once it resumes.
+        let mut held_queues = vec![false; self.queues.len()];
+        let mut held_nics = vec![false; self.nics.len()];
         loop {
             self.platform.tick();
             let overdue = lock(&self.shared.graceful_deadline).is_some_and(|d| Instant::now() >= d);
@@ -527,6 +534,14 @@ impl Vm {
             if self.shared.exit.pending().is_some() || self.shared.stopping.load(Ordering::Acquire)
             {
                 return Ok(());
+            }
+            if !self.shared.pause.is_paused() {
+                for (q, held) in self.queues.iter().zip(&mut held_queues) {
+                    *held = *held && self.serve_queue(q);
+                }
+                for (nic, held) in self.nics.iter().zip(&mut held_nics) {
+                    *held = *held && self.serve_nic(nic);
+                }
             }
             let n = match epoll.wait(timeout, &mut events) {
                 Ok(n) => n,
@@ -553,12 +568,12 @@ impl Vm {
                     Token::Queue(i) => {
                         if let Some(q) = self.queues.get(i) {
                             let _ = q.event.read();
-                            lock(&q.device).process_queue(q.index);
+                            held_queues[i] |= self.serve_queue(q);
                         }
                     }
                     Token::Nic(i) => {
                         if let Some(nic) = self.nics.get(i) {
-                            lock(nic).process_rx();
+                            held_nics[i] |= self.serve_nic(nic);
                         }
                     }
                 }
@@ -592,6 +607,28 @@ impl Vm {
 }
 
 impl Vm {
+    /// Run queue `q`'s requests, unless the VM is paused: true if they were held. Checked
+    /// under the device's lock, which a snapshot holds from the pause until its stream is
+    /// complete, so nothing is served between a complete stream and the VM's stop.
+    fn serve_queue(&self, q: &crate::pci::QueueEvent) -> bool {
+        let mut device = lock(&q.device);
+        if self.shared.pause.is_paused() {
+            return true;
+        }
+        device.process_queue(q.index);
+        false
+    }
+
+    /// Feed a NIC the frames its tap has, unless the VM is paused (as [`Vm::serve_queue`]).
+    fn serve_nic(&self, nic: &crate::pci::SharedNet) -> bool {
+        let mut nic = lock(nic);
+        if self.shared.pause.is_paused() {
+            return true;
+        }
+        nic.process_rx();
+        false
+    }
+
     /// The guest acknowledged a vmmci request (it gets the long timeout to go down) or asked
     /// to be powered off itself (it gets the short one, as vmd does).
     fn vmmci_events(&self) {

@@ -486,3 +486,32 @@ fn find_image_table(bytes: &[u8]) -> usize {
         at += 12 + len;
     }
 }
+
+/// A paused VM's devices serve nothing until it resumes: the disk of a guest that writes it
+/// all the time stays as it is while the VM is paused (a sent VM's images are the receiver's
+/// from the end of the stream), and the writes held meanwhile go through after.
+#[test]
+fn paused_vm_leaves_its_disk_alone_until_it_resumes() {
+    let disk = Scratch::new("paused.raw");
+    File::create(disk.path())
+        .unwrap()
+        .set_len(DISK_SIZE)
+        .unwrap();
+    let out = Console::default();
+    let vm = Vm::new(config("blkloop", out.clone(), vec![open_disk(disk.path())])).unwrap();
+    let (handle, runner) = start(vm);
+    out.wait_for("", "BLKLOOP ", 2);
+    for _ in 0..10 {
+        handle.pause().unwrap();
+        let before = std::fs::read(disk.path()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            std::fs::read(disk.path()).unwrap() == before,
+            "the disk was written while the VM was paused"
+        );
+        let last = *numbers(&out.text(), "BLKLOOP ").last().unwrap();
+        handle.unpause();
+        out.wait_for("", "BLKLOOP ", last + 2);
+    }
+    stop(handle, runner);
+}
