@@ -1,7 +1,7 @@
 //! Reads arbitrary bytes as a snapshot stream, the way `vmctl receive` hands vmd a file from
 //! anyone (issue 8, spec §4.11): errors are fine; panics, unbounded allocations, memory
 //! chunks outside the machine's RAM handed on and memory-image tables that do not lay out the
-//! machine's RAM page-aligned are not. The first byte picks how much of a valid stream goes in
+//! machine's RAM back to back are not. The first byte picks how much of a valid stream goes in
 //! front of the rest — nothing, the header, the header and a machine record, or those and a
 //! memory image's table — so that mutations reach the CPU check, the memory passes, the image
 //! and the records; one of its bits makes the sink map the image (the reader then skips it).
@@ -53,11 +53,11 @@ impl StreamSink for Sink {
         let ram: u64 = image.regions.iter().map(|r| r.len).sum();
         let bios = if m.bios_copy { 2 << 20 } else { 0 };
         assert_eq!(ram, m.memory + bios, "the image is the machine's RAM");
-        let mut next = 0;
+        let mut next = None;
         for r in &image.regions {
-            assert!(r.offset % PAGE_SIZE == 0 && r.len % PAGE_SIZE == 0);
-            assert!(r.offset >= next, "regions overlap");
-            next = r.offset + r.len;
+            assert!(r.len % PAGE_SIZE == 0);
+            assert!(next.is_none_or(|at| r.offset == at), "regions back to back");
+            next = Some(r.offset + r.len);
         }
         Ok(self.map_image)
     }

@@ -273,7 +273,7 @@ fn send_receive(memory: u64, vm: &Running, runs: usize, dir: &Scratch) -> Vec<Ro
         .map(|_| {
             let f = create(&image_path);
             let t = Instant::now();
-            h.snapshot_file(&f).unwrap();
+            h.snapshot_file(&f, &[]).unwrap();
             let d = t.elapsed();
             h.unpause();
             d
@@ -304,7 +304,7 @@ fn send_receive(memory: u64, vm: &Running, runs: usize, dir: &Scratch) -> Vec<Ro
         )
     });
     row("receive <- file, stream (read)", times, len);
-    let times = receive(&mut || Vm::restore_file(cfg(), &File::open(&image_path).unwrap()));
+    let times = receive(&mut || Vm::restore_file(cfg(), &[], &File::open(&image_path).unwrap()));
     row("receive <- snapshot file (mapped)", times, image_len);
     rows
 }
@@ -378,7 +378,7 @@ fn resume_once(memory: u64, path: &Path) -> Duration {
     let out = Console::default();
     let f = File::open(path).unwrap();
     let t = Instant::now();
-    let vm = Vm::restore_file(config(memory, "input", out.clone(), Some(rd)), &f).unwrap();
+    let vm = Vm::restore_file(config(memory, "input", out.clone(), Some(rd)), &[], &f).unwrap();
     let running = Running::start(vm, out);
     let first = running.out.wait_first();
     running.out.wait_for("INPUT go");
@@ -389,7 +389,7 @@ fn resume_once(memory: u64, path: &Path) -> Duration {
 fn resume(memory: u64, runs: usize, dir: &Scratch) -> Duration {
     let vm = boot_guest(memory, "input", "INPUT?");
     let path = dir.file("resume");
-    vm.handle.snapshot_file(&create(&path)).unwrap();
+    vm.handle.snapshot_file(&create(&path), &[]).unwrap();
     vm.stop();
     median((0..runs).map(|_| resume_once(memory, &path)).collect())
 }

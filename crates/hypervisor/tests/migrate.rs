@@ -339,14 +339,7 @@ fn counting_guest_in_a_file(name: &str) -> (Scratch, String) {
     let out = Console::default();
     let (handle, runner) = start(Vm::new(config("count", out.clone(), Vec::new())).unwrap());
     out.wait_for("", "COUNT ", 3);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(file.path())
-        .unwrap();
-    handle.snapshot_file(&f).unwrap();
+    handle.snapshot_file(&create(file.path()), &[]).unwrap();
     let before = out.text();
     stop(handle, runner);
     (file, before)
@@ -366,7 +359,7 @@ fn snapshot_file_is_mapped_and_counts_on() {
     let f = File::open(file.path()).unwrap();
     let out = Console::default();
     let t = Instant::now();
-    let vm = Vm::restore_file(config("count", out.clone(), Vec::new()), &f).unwrap();
+    let vm = Vm::restore_file(config("count", out.clone(), Vec::new()), &[], &f).unwrap();
     let restored = t.elapsed();
     let (handle, runner) = start(vm);
     let last = *numbers(&before, "COUNT ").last().unwrap();
@@ -392,8 +385,48 @@ fn snapshot_file_is_mapped_and_counts_on() {
     );
 }
 
+/// vmd's framing: its own block after the header of a snapshot file. The receiver reads the
+/// header and the block, then maps the rest; the RAM is page-aligned in the file regardless.
+#[test]
+fn snapshot_file_with_framing_after_the_header_is_mapped() {
+    let file = Scratch::new("framed.snap");
+    let out = Console::default();
+    let (handle, runner) = start(Vm::new(config("count", out.clone(), Vec::new())).unwrap());
+    out.wait_for("", "COUNT ", 2);
+    let framing = vec![0x5a; 1000];
+    handle
+        .snapshot_file(&create(file.path()), &framing)
+        .unwrap();
+    let before = out.text();
+    stop(handle, runner);
+
+    let mut f = File::open(file.path()).unwrap();
+    let mut header = vec![0u8; hypervisor::snapshot::header::HEADER_LEN];
+    f.read_exact(&mut header).unwrap();
+    let mut block = vec![0u8; framing.len()];
+    f.read_exact(&mut block).unwrap();
+    assert_eq!(block, framing);
+    let out = Console::default();
+    let vm = Vm::restore_file(config("count", out.clone(), Vec::new()), &header, &f).unwrap();
+    let (handle, runner) = start(vm);
+    let last = *numbers(&before, "COUNT ").last().unwrap();
+    out.wait_for(&before, "COUNT ", last + MORE_COUNTS);
+    assert_counts_continue(&before, &out.text());
+    stop(handle, runner);
+}
+
+fn create(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap()
+}
+
 fn restore_file_err(f: &File) -> SnapshotError {
-    match Vm::restore_file(config("count", Console::default(), Vec::new()), f) {
+    match Vm::restore_file(config("count", Console::default(), Vec::new()), &[], f) {
         Ok(_) => panic!("a bad snapshot file was restored"),
         Err(e) => e,
     }
@@ -442,12 +475,13 @@ fn truncated_misaligned_or_tampered_snapshot_files_are_refused() {
     );
     assert!(e.to_string().contains("page boundary"), "{e}");
 
-    // The image table's first offset moved by half a page.
+    // The image table's first offset moved by a page: the RAM would not start within a page
+    // of the table.
     let table = find_image_table(&bytes);
     let mut tampered = bytes.clone();
     let at = table + 8 + 16;
     let off = u64::from_le_bytes(tampered[at..at + 8].try_into().unwrap());
-    tampered[at..at + 8].copy_from_slice(&(off + 2048).to_le_bytes());
+    tampered[at..at + 8].copy_from_slice(&(off + 4096).to_le_bytes());
     let e = restore_file_err(&write(&tampered));
     assert!(
         matches!(
@@ -459,7 +493,14 @@ fn truncated_misaligned_or_tampered_snapshot_files_are_refused() {
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("page-aligned"), "{e}");
+    assert!(e.to_string().contains("region 0"), "{e}");
+    // A region of another size than the machine's.
+    let mut tampered = bytes.clone();
+    let at = table + 8 + 8;
+    let len = u64::from_le_bytes(tampered[at..at + 8].try_into().unwrap());
+    tampered[at..at + 8].copy_from_slice(&(len - 4096).to_le_bytes());
+    let e = restore_file_err(&write(&tampered));
+    assert!(e.to_string().contains("the machine has"), "{e}");
 
     // A region count far beyond any layout.
     let mut tampered = bytes.clone();

@@ -3,8 +3,8 @@
 //! mapping that RAM from the file copy-on-write (`MAP_PRIVATE`) instead of reading it, so a
 //! large VM is ready at once and its pages come in from the file (the page cache) as the guest
 //! touches them. The table was checked against the machine by the reader; here the file itself
-//! is checked (a regular file, the stream at a page boundary, long enough) before anything is
-//! mapped.
+//! is checked (a regular file, every region at a page boundary of the file and inside it)
+//! before anything is mapped.
 
 use std::fs::File;
 use std::io::{self, Seek};
@@ -18,15 +18,18 @@ use super::SnapshotError;
 /// A regular file a stream is restored from.
 pub(crate) struct Source<'f> {
     file: &'f File,
-    /// File offset of the stream's first byte.
+    /// File offset where the reader starts: stream offset `read` (the bytes the caller read
+    /// of the stream before) is here.
     start: u64,
+    read: u64,
     /// The file's size.
     len: u64,
 }
 
 impl<'f> Source<'f> {
-    /// `file` at its current position, which must be a regular file.
-    pub fn new(file: &'f File) -> Result<Self, SnapshotError> {
+    /// `file` at its current position, which must be a regular file, holding the stream
+    /// from its offset `read` on.
+    pub fn new(file: &'f File, read: usize) -> Result<Self, SnapshotError> {
         let meta = file.metadata().map_err(SnapshotError::Read)?;
         if !meta.is_file() {
             return Err(SnapshotError::Read(io::Error::new(
@@ -39,6 +42,7 @@ impl<'f> Source<'f> {
         Ok(Source {
             file,
             start,
+            read: read as u64,
             len: meta.len(),
         })
     }
@@ -47,37 +51,32 @@ impl<'f> Source<'f> {
     /// after checking that every region lies page-aligned inside the file.
     pub fn map(&self, image: &MemoryImage) -> Result<GuestMemoryMmap, SnapshotError> {
         const WHAT: &str = "the memory image";
-        if !self.start.is_multiple_of(PAGE_SIZE) {
-            return Err(SnapshotError::Malformed {
-                what: WHAT,
-                reason: format!(
-                    "the stream starts at file offset {:#x}, not at a page boundary: its RAM \
-                     cannot be mapped",
-                    self.start
-                ),
-            });
-        }
-        let end = self.start.checked_add(image.end());
-        if end.is_none_or(|end| end > self.len) {
-            return Err(SnapshotError::Truncated { what: WHAT });
-        }
+        let malformed = |reason: String| SnapshotError::Malformed { what: WHAT, reason };
+        let payload = image
+            .payload_at
+            .checked_sub(self.read)
+            .and_then(|at| at.checked_add(self.start))
+            .ok_or_else(|| malformed("it is not in the file".into()))?;
         let mut regions = Vec::with_capacity(image.regions.len());
         for r in &image.regions {
-            let offset = self.start + r.offset;
+            let offset = payload
+                .checked_add(r.offset)
+                .ok_or_else(|| malformed(format!("region at {:#x}: offset overflows", r.addr)))?;
+            if !offset.is_multiple_of(PAGE_SIZE) || !r.len.is_multiple_of(PAGE_SIZE) {
+                return Err(malformed(format!(
+                    "the RAM at guest {:#x} is at file offset {offset:#x}, not at a page \
+                     boundary: it cannot be mapped",
+                    r.addr
+                )));
+            }
+            if offset.checked_add(r.len).is_none_or(|end| end > self.len) {
+                return Err(SnapshotError::Truncated { what: WHAT });
+            }
             let len = usize::try_from(r.len).map_err(|_| SnapshotError::TooLarge {
                 what: WHAT,
                 len: r.len,
                 limit: usize::MAX as u64,
             })?;
-            if !offset.is_multiple_of(PAGE_SIZE) || !r.len.is_multiple_of(PAGE_SIZE) {
-                return Err(SnapshotError::Malformed {
-                    what: WHAT,
-                    reason: format!(
-                        "{:#x} bytes at file offset {offset:#x} are not whole pages",
-                        r.len
-                    ),
-                });
-            }
             let fd = self.file.try_clone().map_err(SnapshotError::Read)?;
             let mapping = MmapRegionBuilder::new(len)
                 .with_file_offset(FileOffset::new(fd, offset))
@@ -85,17 +84,10 @@ impl<'f> Source<'f> {
                 .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
                 .build()
                 .map_err(|e| SnapshotError::Read(io::Error::other(format!("mapping: {e}"))))?;
-            let region = GuestRegionMmap::new(mapping, GuestAddress(r.addr)).ok_or(
-                SnapshotError::Malformed {
-                    what: WHAT,
-                    reason: format!("a region at {:#x} overflows", r.addr),
-                },
-            )?;
+            let region = GuestRegionMmap::new(mapping, GuestAddress(r.addr))
+                .ok_or_else(|| malformed(format!("a region at {:#x} overflows", r.addr)))?;
             regions.push(region);
         }
-        GuestMemoryMmap::from_regions(regions).map_err(|e| SnapshotError::Malformed {
-            what: WHAT,
-            reason: e.to_string(),
-        })
+        GuestMemoryMmap::from_regions(regions).map_err(|e| malformed(e.to_string()))
     }
 }

@@ -226,7 +226,7 @@ fn read_from(mut r: Reader<'_>, sink: &mut dyn StreamSink) -> Result<Contents, S
     if s.tag == TAG_IMAGE {
         let image = r.image(s, &regions)?;
         if sink.image(&image)? {
-            let left = image.end() - r.position();
+            let left = image.payload_at + image.len() - r.position();
             r.skip(left, "the memory image")?;
         } else {
             read_image(&mut r, &image, sink)?;
@@ -570,14 +570,20 @@ impl VmHandle {
         .map(drop)
     }
 
-    /// [`VmHandle::snapshot`] into a regular file, from its current position (which must be
-    /// page-aligned; anything after it is cut off), with guest RAM as a memory image: whole,
-    /// uncompressed and page-aligned, zero pages left as holes, so that
-    /// [`Vm::restore_file`] maps it instead of reading it. [`Vm::restore`] reads such a
-    /// stream too (from a pipe, say).
-    pub fn snapshot_file(&self, file: &File) -> Result<(), SnapshotError> {
+    /// [`VmHandle::snapshot`] into a regular file, from its current position (anything after
+    /// it is cut off), with guest RAM as a memory image: whole, uncompressed, page-aligned in
+    /// the file, zero pages left as holes, so that [`Vm::restore_file`] maps it instead of
+    /// reading it. `after_header` is the caller's own framing, written as it is right after
+    /// the header (vmd's VM definition block; empty for a plain stream). [`Vm::restore`]
+    /// reads such a stream too (from a pipe, say).
+    pub fn snapshot_file(&self, file: &File, after_header: &[u8]) -> Result<(), SnapshotError> {
         self.with_captured(|c| {
-            let mut w = self.start_stream(Writer::for_file(file)?)?;
+            let mut w = Writer::for_file(file)?;
+            w.header(&Header {
+                cpuid: self.parts.cpuid,
+            })?;
+            w.framing(after_header)?;
+            w.record(TAG_MACHINE, "the machine record", &self.parts.machine)?;
             let mem = &self.parts.shared.mem;
             let regions: Vec<(u64, u64)> =
                 mem.iter().map(|r| (r.start_addr().0, r.len())).collect();
@@ -745,15 +751,17 @@ impl Vm {
         Self::restore_from(cfg, Reader::new(input), None)
     }
 
-    /// [`Vm::restore`] from a regular file holding a stream from its current position: a
-    /// memory image ([`VmHandle::snapshot_file`]) is checked (whole pages, page-aligned,
-    /// inside the file) and mapped copy-on-write (`MAP_PRIVATE`) instead of read, so the VM
-    /// is ready at once and pages come in from the file as the guest touches them; the
-    /// guest's writes never reach the file. The file must not shrink while the VM runs.
-    /// Other streams are read as by [`Vm::restore`].
-    pub fn restore_file(cfg: VmConfig, file: &File) -> Result<Vm, SnapshotError> {
-        let source = file::Source::new(file)?;
-        Self::restore_from(cfg, Reader::for_file(file), Some(source))
+    /// [`Vm::restore`] from a regular file: the stream starts with `read`, the bytes of it
+    /// the caller read already (vmd reads and checks the header, then its own block; empty
+    /// if none), and goes on in `file` from its current position. A memory image
+    /// ([`VmHandle::snapshot_file`]) is checked (the machine's RAM, page-aligned in the file,
+    /// inside it) and mapped copy-on-write (`MAP_PRIVATE`) instead of read, so the VM is ready
+    /// at once and pages come in from the file as the guest touches them; the guest's writes
+    /// never reach the file. The file must not shrink while the VM runs (the guest would
+    /// fault on the pages gone). Other streams are read as by [`Vm::restore`].
+    pub fn restore_file(cfg: VmConfig, read: &[u8], file: &File) -> Result<Vm, SnapshotError> {
+        let source = file::Source::new(file, read.len())?;
+        Self::restore_from(cfg, Reader::for_file(read, file), Some(source))
     }
 
     fn restore_from(

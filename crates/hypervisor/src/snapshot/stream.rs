@@ -77,43 +77,54 @@ pub struct ImageRegion {
     pub addr: u64,
     /// Bytes.
     pub len: u64,
-    /// Where its bytes start, counted from the stream's first byte (page-aligned).
+    /// Where its bytes start, counted from the first byte of the section's payload.
     pub offset: u64,
 }
 
-/// The table of a memory image section: where each RAM region lies in the stream.
+/// The table of a memory image section: where each RAM region lies in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryImage {
-    /// In the machine's region order, back to back from the first page boundary after the
-    /// table.
+    /// In the machine's region order, back to back after the table and its padding.
     pub regions: Vec<ImageRegion>,
+    /// Stream offset of the section's payload (where the reader met it).
+    pub payload_at: u64,
 }
 
 impl MemoryImage {
-    /// The table for `regions` (guest address, length) when the section's payload starts at
-    /// stream offset `payload_at`: the first region at the next page boundary after the table,
-    /// the others right after each other. `None` on overflow.
+    /// The table for `regions` (guest address, length) of a section whose payload lands at
+    /// output offset `payload_at` (a file offset for a file): the first region at the next
+    /// page boundary after the table, the others right after each other. `None` on overflow.
     pub fn lay_out(regions: &[(u64, u64)], payload_at: u64) -> Option<Self> {
-        let table_end = payload_at
-            .checked_add(IMAGE_HEAD_LEN)?
-            .checked_add(IMAGE_ENTRY_LEN.checked_mul(regions.len() as u64)?)?;
-        let mut offset = page_align(table_end)?;
+        let table_len = table_len(regions.len())?;
+        let ram_at = page_align(payload_at.checked_add(table_len)?)?;
+        let mut offset = ram_at - payload_at;
         let mut out = Vec::with_capacity(regions.len());
         for &(addr, len) in regions {
             out.push(ImageRegion { addr, len, offset });
             offset = offset.checked_add(len)?;
         }
-        Some(MemoryImage { regions: out })
+        Some(MemoryImage {
+            regions: out,
+            payload_at,
+        })
     }
 
-    /// Stream offset just past the last region's bytes.
-    pub fn end(&self) -> u64 {
+    /// Bytes of the section's payload: up to the last region's end.
+    pub fn len(&self) -> u64 {
         self.regions.last().map_or(0, |r| r.offset + r.len)
     }
 
-    fn table_len(&self) -> u64 {
-        IMAGE_HEAD_LEN + IMAGE_ENTRY_LEN * self.regions.len() as u64
+    /// Whether the image has no RAM at all (no stream has such an image).
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
     }
+}
+
+/// Bytes of an image table of `count` regions.
+fn table_len(count: usize) -> Option<u64> {
+    IMAGE_ENTRY_LEN
+        .checked_mul(count as u64)?
+        .checked_add(IMAGE_HEAD_LEN)
 }
 
 /// Where a stream goes: anything writable, or a file written from its current position, where
@@ -142,7 +153,12 @@ impl Write for Output<'_> {
 pub struct Writer<'a> {
     out: Output<'a>,
     crc: Crc,
+    /// Bytes of the stream so far.
     pos: u64,
+    /// Output offset of the next byte: the stream's bytes and the caller's framing, from the
+    /// file offset where writing started (0 for a stream): a memory image is page-aligned
+    /// there.
+    out_pos: u64,
 }
 
 impl<'a> Writer<'a> {
@@ -151,25 +167,21 @@ impl<'a> Writer<'a> {
             out: Output::Stream(out),
             crc: Crc::new(),
             pos: 0,
+            out_pos: 0,
         }
     }
 
-    /// A writer into `file` from its current position, which must be page-aligned (a memory
-    /// image's offsets count from there); what the file held from there on is cut off.
+    /// A writer into `file` from its current position; what the file held from there on is
+    /// cut off, and a memory image's RAM is page-aligned in the file.
     pub fn for_file(file: &'a File) -> Result<Self, SnapshotError> {
         let mut f = file;
         let start = f.stream_position().map_err(SnapshotError::Write)?;
-        if !start.is_multiple_of(PAGE_SIZE) {
-            return Err(SnapshotError::Write(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a snapshot file must start at a page boundary, not at offset {start}"),
-            )));
-        }
         file.set_len(start).map_err(SnapshotError::Write)?;
         Ok(Writer {
             out: Output::File(BufWriter::with_capacity(MAX_MEMORY_CHUNK as usize, file)),
             crc: Crc::new(),
             pos: 0,
+            out_pos: start,
         })
     }
 
@@ -186,6 +198,15 @@ impl<'a> Writer<'a> {
     fn unhashed(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         self.out.write_all(bytes).map_err(SnapshotError::Write)?;
         self.pos += bytes.len() as u64;
+        self.out_pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The caller's own bytes, written as they are between two parts of the stream (vmd puts
+    /// its VM definition after the header): not part of the stream, not hashed.
+    pub fn framing(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.out.write_all(bytes).map_err(SnapshotError::Write)?;
+        self.out_pos += bytes.len() as u64;
         Ok(())
     }
 
@@ -205,6 +226,7 @@ impl<'a> Writer<'a> {
             }
         }
         self.pos += n;
+        self.out_pos += n;
         Ok(())
     }
 
@@ -255,17 +277,16 @@ impl<'a> Writer<'a> {
     }
 
     /// A memory image of `regions` (guest address, length): the section header, its table
-    /// and the padding up to the first region. The caller then writes each region's bytes
-    /// in order through [`Writer::image_bytes`].
+    /// and the padding up to the first region, page-aligned in the output. The caller then
+    /// writes each region's bytes in order through [`Writer::image_bytes`].
     pub fn image(&mut self, regions: &[(u64, u64)]) -> Result<MemoryImage, SnapshotError> {
         let overflow = || SnapshotError::TooLarge {
             what: "the memory image",
             len: u64::MAX,
             limit: u64::MAX,
         };
-        let payload_at = self.pos + 12;
-        let image = MemoryImage::lay_out(regions, payload_at).ok_or_else(overflow)?;
-        self.section_header(TAG_IMAGE, image.end() - payload_at)?;
+        let image = MemoryImage::lay_out(regions, self.out_pos + 12).ok_or_else(overflow)?;
+        self.section_header(TAG_IMAGE, image.len())?;
         self.raw(&(image.regions.len() as u32).to_le_bytes())?;
         self.raw(&[0u8; 4])?;
         for r in &image.regions {
@@ -273,7 +294,8 @@ impl<'a> Writer<'a> {
                 self.raw(&v.to_le_bytes())?;
             }
         }
-        let pad = image.regions.first().map_or(0, |r| r.offset) - self.pos;
+        let table = table_len(regions.len()).ok_or_else(overflow)?;
+        let pad = image.regions.first().map_or(0, |r| r.offset) - table;
         self.raw(&vec![0u8; pad as usize])?;
         Ok(image)
     }
@@ -325,10 +347,11 @@ pub struct Section {
     pub len: u64,
 }
 
-/// Where a stream comes from: anything readable, or a file, which can skip a memory image.
+/// Where a stream comes from: anything readable, or a file (after the bytes of the stream
+/// the caller read before), which can skip a memory image.
 enum Input<'a> {
     Stream(&'a mut dyn Read),
-    File(BufReader<&'a File>),
+    File(io::Chain<&'a [u8], BufReader<&'a File>>),
 }
 
 impl Read for Input<'_> {
@@ -356,10 +379,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A reader of the stream in `file` from its current position.
-    pub fn for_file(file: &'a File) -> Self {
+    /// A reader of the stream that starts with `read` (what the caller read of it already)
+    /// and goes on in `file` from its current position.
+    pub fn for_file(read: &'a [u8], file: &'a File) -> Self {
+        let file = BufReader::with_capacity(MAX_MEMORY_CHUNK as usize, file);
         Reader {
-            input: Input::File(BufReader::with_capacity(MAX_MEMORY_CHUNK as usize, file)),
+            input: Input::File(read.chain(file)),
             crc: Crc::new(),
             pos: 0,
         }
@@ -385,20 +410,22 @@ impl<'a> Reader<'a> {
     /// Go past `n` bytes of a memory image without reading them (a file) or reading them
     /// (any other stream).
     pub fn skip(&mut self, n: u64, what: &'static str) -> Result<(), SnapshotError> {
-        match &mut self.input {
-            Input::File(f) => {
-                let by = i64::try_from(n).map_err(|_| SnapshotError::TooLarge {
-                    what,
-                    len: n,
-                    limit: i64::MAX as u64,
-                })?;
-                f.seek_relative(by).map_err(SnapshotError::Read)?;
-            }
-            Input::Stream(r) => {
-                let got = io::copy(&mut r.take(n), &mut io::sink()).map_err(SnapshotError::Read)?;
-                if got != n {
-                    return Err(SnapshotError::Truncated { what });
-                }
+        let file = match &mut self.input {
+            Input::File(chain) if chain.get_ref().0.is_empty() => Some(chain.get_mut().1),
+            _ => None,
+        };
+        if let Some(f) = file {
+            let by = i64::try_from(n).map_err(|_| SnapshotError::TooLarge {
+                what,
+                len: n,
+                limit: i64::MAX as u64,
+            })?;
+            f.seek_relative(by).map_err(SnapshotError::Read)?;
+        } else {
+            let got = io::copy(&mut (&mut self.input).take(n), &mut io::sink())
+                .map_err(SnapshotError::Read)?;
+            if got != n {
+                return Err(SnapshotError::Truncated { what });
             }
         }
         self.pos += n;
@@ -502,8 +529,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The table of memory image section `s` and its padding, which must lay out exactly
-    /// `regions` (guest address, length) as [`MemoryImage::lay_out`] does, with the section
-    /// ending at the last region's end. The reader is then at the first region's bytes.
+    /// `regions` (guest address, length): in that order, the first after the table and less
+    /// than a page of zero padding, the others right after each other, and the section
+    /// ending with the last. The reader is then at the first region's bytes.
     pub fn image(
         &mut self,
         s: Section,
@@ -525,48 +553,60 @@ impl<'a> Reader<'a> {
         if head[4..] != [0; 4] {
             return Err(malformed("reserved bytes are not zero".into()));
         }
-        let mut found = Vec::with_capacity(count as usize);
-        for _ in 0..count {
+        if count as usize != regions.len() {
+            return Err(malformed(format!(
+                "{count} regions, the machine has {}",
+                regions.len()
+            )));
+        }
+        let table = table_len(regions.len()).unwrap_or(u64::MAX);
+        let mut next = None;
+        let mut found = Vec::with_capacity(regions.len());
+        for (i, &(addr, len)) in regions.iter().enumerate() {
             let mut e = [0u8; IMAGE_ENTRY_LEN as usize];
             self.exact(&mut e, WHAT)?;
-            let v = |i: usize| u64::from_le_bytes(e[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
-            found.push(ImageRegion {
+            let v = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&e[8 * i..8 * i + 8]);
+                u64::from_le_bytes(b)
+            };
+            let r = ImageRegion {
                 addr: v(0),
                 len: v(1),
                 offset: v(2),
-            });
+            };
+            let placed = match next {
+                None => r.offset >= table && r.offset - table < PAGE_SIZE,
+                Some(at) => r.offset == at,
+            };
+            if (r.addr, r.len) != (addr, len) || !placed {
+                return Err(malformed(format!(
+                    "region {i} is {:#x} bytes at guest {:#x}, offset {:#x}; the machine has \
+                     {len:#x} bytes at {addr:#x}, {}",
+                    r.len,
+                    r.addr,
+                    r.offset,
+                    match next {
+                        None => "after the table and less than a page of padding".to_string(),
+                        Some(at) => format!("right after the one before, at offset {at:#x}"),
+                    }
+                )));
+            }
+            next = r.offset.checked_add(r.len);
+            found.push(r);
         }
-        let image = MemoryImage { regions: found };
-        let want = MemoryImage::lay_out(regions, payload_at)
-            .ok_or_else(|| malformed("the layout overflows".into()))?;
-        if let Some((i, (f, w))) = image
-            .regions
-            .iter()
-            .zip(&want.regions)
-            .enumerate()
-            .find(|(_, (f, w))| f != w)
-        {
+        let image = MemoryImage {
+            regions: found,
+            payload_at,
+        };
+        if s.len != image.len() {
             return Err(malformed(format!(
-                "region {i} is {:#x} bytes at guest {:#x}, stream offset {:#x}; the machine \
-                 needs {:#x} bytes at {:#x}, page-aligned at offset {:#x}",
-                f.len, f.addr, f.offset, w.len, w.addr, w.offset
-            )));
-        }
-        if image.regions.len() != want.regions.len() {
-            return Err(malformed(format!(
-                "{} regions, the machine has {}",
-                image.regions.len(),
-                want.regions.len()
-            )));
-        }
-        if payload_at.checked_add(s.len) != Some(want.end()) {
-            return Err(malformed(format!(
-                "a section of {:#x} bytes for an image ending at stream offset {:#x}",
+                "a section of {:#x} bytes for an image of {:#x}",
                 s.len,
-                want.end()
+                image.len()
             )));
         }
-        let pad = want.regions.first().map_or(0, |r| r.offset) - payload_at - want.table_len();
+        let pad = image.regions.first().map_or(0, |r| r.offset - table);
         let mut zeros = vec![0u8; pad as usize];
         self.exact(&mut zeros, WHAT)?;
         if zeros.iter().any(|&b| b != 0) {
@@ -726,5 +766,77 @@ mod tests {
         r.memory(s, &mut Vec::new()).unwrap();
         let s = r.expect(TAG_END, "").unwrap();
         assert!(matches!(r.end(s), Err(SnapshotError::Checksum { .. })));
+    }
+
+    #[test]
+    fn image_round_trips_page_aligned_in_the_output_after_framing() {
+        let regions = [(0u64, 2 * PAGE_SIZE), (0x10_0000, PAGE_SIZE)];
+        let mut ram = vec![0u8; 3 * PAGE_SIZE as usize];
+        ram[..8].copy_from_slice(b"page one");
+        ram[2 * PAGE_SIZE as usize] = 3;
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out);
+        w.header(&header()).unwrap();
+        w.framing(&[0xee; 100]).unwrap();
+        let image = w.image(&regions).unwrap();
+        w.image_bytes(&ram).unwrap();
+        w.marker(TAG_MEMORY_END).unwrap();
+        let len = w.finish().unwrap();
+        assert_eq!(len as usize + 100, out.len(), "the framing is not stream");
+        // The RAM starts at a page boundary of the output, framing included.
+        let ram_at = (image.payload_at + image.regions[0].offset) as usize;
+        assert_eq!(ram_at % PAGE_SIZE as usize, 0);
+        assert_eq!(&out[ram_at..ram_at + 8], b"page one");
+        assert_eq!(
+            image.regions[1].offset,
+            image.regions[0].offset + 2 * PAGE_SIZE
+        );
+
+        // The reader gets the stream without the framing (vmd strips it).
+        let stream: Vec<u8> = out[..HEADER_LEN]
+            .iter()
+            .chain(&out[HEADER_LEN + 100..])
+            .copied()
+            .collect();
+        let mut input = &stream[..];
+        let mut r = Reader::new(&mut input);
+        r.header().unwrap();
+        let s = r.expect(TAG_IMAGE, "image").unwrap();
+        let got = r.image(s, &regions).unwrap();
+        assert_eq!(got.regions, image.regions);
+        let mut back = vec![0u8; ram.len()];
+        r.image_bytes(&mut back).unwrap();
+        assert_eq!(back, ram);
+        let s = r.expect(TAG_MEMORY_END, "end of memory").unwrap();
+        r.marker(s, "end of memory").unwrap();
+        let s = r.expect(TAG_END, "end").unwrap();
+        r.end(s).unwrap();
+
+        // A table for other regions is refused, naming the region.
+        let mut input = &stream[..];
+        let mut r = Reader::new(&mut input);
+        r.header().unwrap();
+        let s = r.expect(TAG_IMAGE, "image").unwrap();
+        let e = r.image(s, &[(0, 2 * PAGE_SIZE), (0x20_0000, PAGE_SIZE)]);
+        assert!(e.unwrap_err().to_string().contains("region 1"));
+        // The RAM is not hashed: a flipped RAM byte passes the checksum (a file's RAM is
+        // mapped, not read); a flipped table byte does not.
+        for (at, ok) in [(ram_at - 100 + 1, true), (HEADER_LEN + 12, false)] {
+            let mut bad = stream.clone();
+            bad[at] ^= 1;
+            let mut input = &bad[..];
+            let mut r = Reader::new(&mut input);
+            let res = (|| {
+                r.header()?;
+                let s = r.expect(TAG_IMAGE, "image")?;
+                r.image(s, &regions)?;
+                r.image_bytes(&mut vec![0u8; ram.len()])?;
+                let s = r.expect(TAG_MEMORY_END, "end of memory")?;
+                r.marker(s, "end of memory")?;
+                let s = r.expect(TAG_END, "end")?;
+                r.end(s)
+            })();
+            assert_eq!(res.is_ok(), ok, "flipped byte {at}: {res:?}");
+        }
     }
 }
