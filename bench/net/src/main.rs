@@ -11,7 +11,7 @@
 //!
 //! - TX (guest → host): the driver posts a batch of frames, one descriptor each (header and
 //!   frame together, as Linux does), calls `process_queue(TX)` and reaps the used ring; the
-//!   device copies each frame out of guest memory and writev(2)s it to the tap. The limit:
+//!   device copies each frame out of guest memory and write(2)s it to the tap. The limit:
 //!   write(2) of the same header + frame on the same tap fd. Either way the kernel takes the
 //!   frame in as received on the tap and drops it (it is for another host and of a local
 //!   experimental EtherType), the same work on both sides.
