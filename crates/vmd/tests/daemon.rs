@@ -3,200 +3,18 @@
 //! lifecycles, guest-reboot restarts with the rate limit, reload by SIGHUP, shutdown by
 //! SIGTERM, bad images, and permissions checked with real non-root users.
 
-use std::io::Read;
+mod common;
+
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    skip_unless_root, skip_without_iproute2, succeeds, test_user, text, uid_of, vm_block,
+    vmctl_path, wait_for, Console, Daemon, Netns, GROUP, OTHER, OWNER, WAIT,
+};
 use testkit::{guest, Guest};
-
-const VMD: &str = env!("CARGO_BIN_EXE_vmd");
-const WAIT: Duration = Duration::from_secs(20);
-/// Users and group the permission test creates (system accounts, no home).
-const OWNER: &str = "vmdtest-owner";
-const OTHER: &str = "vmdtest-other";
-const GROUP: &str = "vmdtest";
-
-fn vmctl_path() -> PathBuf {
-    let p = Path::new(VMD).with_file_name("vmctl");
-    assert!(
-        p.exists(),
-        "{} is missing: build it too (cargo build -p vmctl)",
-        p.display()
-    );
-    p
-}
-
-fn succeeds(c: &mut Command) -> bool {
-    c.output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn skip_unless_root() -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED: the daemon needs root (it opens /dev/kvm and ptys and drops to _vmd)");
-        return true;
-    }
-    if !succeeds(Command::new("id").arg("_vmd")) {
-        assert!(
-            succeeds(Command::new("useradd").args([
-                "-r",
-                "-M",
-                "-d",
-                "/var/empty",
-                "-s",
-                "/usr/sbin/nologin",
-                "_vmd"
-            ])),
-            "creating the _vmd user"
-        );
-    }
-    false
-}
-
-/// A vmd running in the foreground on a private socket and config.
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    conf: PathBuf,
-}
-
-impl Daemon {
-    fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        // The unprivileged vmctl users must reach the socket inside.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let socket = dir.path().join("vmd.sock");
-        let conf = dir.path().join("vm.conf");
-        std::fs::write(&conf, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("vmd.log")).unwrap();
-        let child = Command::new(VMD)
-            .args(["-d", "-vv", "-f"])
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start vmd");
-        let d = Daemon {
-            child,
-            dir,
-            socket,
-            conf,
-        };
-        d.wait_until(|| d.socket.exists(), "the control socket");
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("vmd.log")).unwrap_or_default()
-    }
-
-    fn wait_until(&self, cond: impl FnMut() -> bool, what: &str) {
-        assert!(
-            wait_for(cond),
-            "timed out waiting for {what}; vmd log:\n{}",
-            self.log()
-        );
-    }
-
-    fn vmctl(&self, args: &[&str]) -> Output {
-        self.vmctl_as(None, args)
-    }
-
-    fn vmctl_as(&self, uid: Option<(u32, u32)>, args: &[&str]) -> Output {
-        let mut c = Command::new(vmctl_path());
-        c.arg("-s")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null());
-        if let Some((u, g)) = uid {
-            // The socket is root:GROUP 0660: GROUP is the primary group here.
-            c.uid(u).gid(g);
-        }
-        c.output().expect("run vmctl")
-    }
-
-    /// The `status` row of `name`, split into columns.
-    fn row(&self, name: &str) -> Option<Vec<String>> {
-        let out = self.vmctl(&["status"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .find(|cols| cols.last().map(String::as_str) == Some(name))
-    }
-
-    fn state(&self, name: &str) -> Option<String> {
-        self.row(name).map(|r| r[7].clone())
-    }
-
-    fn wait_state(&self, name: &str, state: &str) -> Vec<String> {
-        self.wait_until(
-            || self.state(name).as_deref() == Some(state),
-            &format!("{name} {state}"),
-        );
-        self.row(name).unwrap()
-    }
-
-    /// The running VM's row once it has its console: "running" shows while the VM process
-    /// is still starting, before the tty column is filled in.
-    fn wait_console(&self, name: &str) -> Vec<String> {
-        let mut row = Vec::new();
-        self.wait_until(
-            || {
-                row = self.row(name).unwrap_or_default();
-                row.len() > 7 && row[7] == "running" && row[5] != "-"
-            },
-            &format!("{name}'s console"),
-        );
-        row
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn vm_block(name: &str, cmdline: &str, extra: &str) -> String {
-    format!(
-        "vm \"{name}\" {{\n\tmemory 64M\n\tboot \"{}\"\n\tcmdline \"{cmdline}\"\n{extra}}}\n",
-        guest(Guest::Pvh).display()
-    )
-}
 
 fn proc_status(pid: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
@@ -208,43 +26,6 @@ fn field(status: &str, key: &str) -> String {
         .find_map(|l| l.strip_prefix(key))
         .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
         .unwrap_or_default()
-}
-
-fn uid_of(user: &str) -> u32 {
-    let o = Command::new("id").args(["-u", user]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-}
-
-fn gid_of(group: &str) -> u32 {
-    let o = Command::new("getent")
-        .args(["group", group])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Read what the guest printed on its console tty until `marker` shows up.
-fn console_until(tty: &str, marker: &str) -> String {
-    let mut f = std::fs::File::open(tty).unwrap_or_else(|e| panic!("{tty}: {e}"));
-    let mut seen = String::new();
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 512];
-    while !seen.contains(marker) && Instant::now() < deadline {
-        match f.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
-    assert!(
-        seen.contains(marker),
-        "console {tty} never showed {marker}: {seen}"
-    );
-    seen
 }
 
 #[test]
@@ -260,7 +41,7 @@ fn config_vm_runs_sandboxed_as_vmd_and_persists_stopped() {
         ("2", "64.0M", "root")
     );
     let tty = format!("/dev/{}", row[5]);
-    let out = console_until(&tty, "DONE");
+    let out = Console::attach(&tty).wait_text("DONE", WAIT);
     assert!(out.contains("SMP ok 2"), "{out}");
 
     // The VM process: the unprivileged user, no new privileges, seccomp on.
@@ -423,40 +204,13 @@ fn sigterm_stops_every_vm() {
     }
 }
 
-fn ensure_user(name: &str) {
-    if !succeeds(Command::new("id").arg(name)) {
-        assert!(
-            succeeds(Command::new("useradd").args([
-                "-r",
-                "-M",
-                "-d",
-                "/nonexistent",
-                "-s",
-                "/usr/sbin/nologin",
-                "-G",
-                GROUP,
-                name
-            ])),
-            "creating user {name}"
-        );
-    }
-}
-
 #[test]
 fn other_users_act_only_on_what_they_own() {
     if skip_unless_root() {
         return;
     }
-    if !succeeds(Command::new("getent").args(["group", GROUP])) {
-        assert!(
-            succeeds(Command::new("groupadd").args(["-r", GROUP])),
-            "creating group {GROUP}"
-        );
-    }
-    ensure_user(OWNER);
-    ensure_user(OTHER);
-    let owner = (uid_of(OWNER), gid_of(GROUP));
-    let other = (uid_of(OTHER), gid_of(GROUP));
+    let owner = test_user(OWNER);
+    let other = test_user(OTHER);
     let conf = format!(
         "socket owner root:{GROUP}\n{}",
         vm_block(
@@ -590,93 +344,24 @@ fn several_waiters_load_reset_log_and_json_status() {
     );
 }
 
-/// A network namespace for one test, removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
-        assert!(
-            succeeds(Command::new("ip").args(["netns", "add", name])),
-            "ip netns add {name}"
-        );
-        Netns(name.to_string())
-    }
-
-    fn link(&self, dev: &str) -> Option<String> {
-        let o = Command::new("ip")
-            .args(["-n", &self.0, "-d", "link", "show", dev])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Start vmd inside `ns` with `conf`; returns the child and the socket path.
-fn vmd_in_netns(ns: &Netns, dir: &Path, conf: &str) -> (Child, PathBuf) {
-    let socket = dir.join("vmd.sock");
-    let path = dir.join("vm.conf");
-    std::fs::write(&path, conf).unwrap();
-    let log = std::fs::File::create(dir.join("vmd.log")).unwrap();
-    // vmd runs inside the namespace: nothing it creates touches the host's interfaces.
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, VMD, "-d", "-vv", "-f"])
-        .arg(&path)
-        .arg("-s")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    (child, socket)
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn switches_become_bridges_in_the_daemons_namespace_and_go_on_reset() {
     if skip_unless_root() {
         return;
     }
-    if !succeeds(Command::new("ip").arg("-V")) {
-        eprintln!("SKIPPED: iproute2 (ip) is not installed");
+    if skip_without_iproute2() {
         return;
     }
     let ns = Netns::new("vmdtest-switch");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
     let conf = "switch \"uplink\" {\n\tinterface br-vmdtest\n\tgroup vmdnet\n\tup\n}\n";
-    let vmd_log = || std::fs::read_to_string(dir.path().join("vmd.log")).unwrap_or_default();
 
-    let (mut child, socket) = vmd_in_netns(&ns, dir.path(), conf);
+    let mut d = Daemon::start_in(&ns, conf);
     assert!(
         wait_for(|| ns
             .link("br-vmdtest")
             .is_some_and(|l| l.contains("switch1-uplink"))),
         "{}",
-        vmd_log()
+        d.log()
     );
     let link = ns.link("br-vmdtest").unwrap();
     assert!(link.contains("bridge"), "a bridge: {link}");
@@ -686,31 +371,18 @@ fn switches_become_bridges_in_the_daemons_namespace_and_go_on_reset() {
         !link.contains("group default"),
         "the switch's group is applied: {link}"
     );
-    let reset = Command::new(vmctl_path())
-        .arg("-s")
-        .arg(&socket)
-        .args(["reset", "switches"])
-        .output()
-        .unwrap();
+    let reset = d.vmctl(&["reset", "switches"]);
     assert!(reset.status.success(), "{}", text(&reset));
     assert!(
         wait_for(|| ns.link("br-vmdtest").is_none()),
         "reset switches removes the bridge vmd created"
     );
-    // SAFETY: signalling our own child (ip netns exec execs vmd in place).
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    d.terminate();
 
     // Everything vmd created is gone after it stops.
-    let (mut child, _) = vmd_in_netns(&ns, dir.path(), conf);
-    assert!(
-        wait_for(|| ns.link("br-vmdtest").is_some()),
-        "{}",
-        vmd_log()
-    );
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    let mut d = Daemon::start_in(&ns, conf);
+    assert!(wait_for(|| ns.link("br-vmdtest").is_some()), "{}", d.log());
+    d.terminate();
     assert!(
         wait_for(|| ns.link("br-vmdtest").is_none()),
         "vmd's exit removes its bridges"
@@ -825,7 +497,7 @@ fn sandboxed_vm_writes_its_disk_and_reads_its_cdrom_and_a_non_iso_is_refused() {
     ]);
     assert!(start.status.success(), "{}", text(&start));
     let row = d.wait_console("cd");
-    let out = console_until(&format!("/dev/{}", row[5]), "\nDONE");
+    let out = Console::attach(&format!("/dev/{}", row[5])).wait_text("\nDONE", WAIT);
     assert!(
         out.contains("BLK modern capacity 2048 write ok read ok flush ok"),
         "{out}"
@@ -883,11 +555,7 @@ fn a_backing_file_the_user_cannot_read_is_refused() {
         eprintln!("SKIPPED: qemu-img is not installed");
         return;
     }
-    if !succeeds(Command::new("getent").args(["group", GROUP])) {
-        assert!(succeeds(Command::new("groupadd").args(["-r", GROUP])));
-    }
-    ensure_user(OWNER);
-    let owner = (uid_of(OWNER), gid_of(GROUP));
+    let owner = test_user(OWNER);
     let conf = format!(
         "socket owner root:{GROUP}\nvm \"tmpl\" {{\n\tdisable\n\tmemory 32M\n\tboot \"{}\"\n\tcmdline \"exit=halt\"\n\tallow instance {{ disk, owner {OWNER} }}\n}}\n",
         guest(Guest::Pvh).display()

@@ -6,21 +6,22 @@
 //! message naming the problem and leave no VM behind; a send to a stream that cannot be
 //! written fails and the VM runs on; other users may do neither.
 
+mod common;
+
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    linux_guest_dir, linux_vm_block, skip_unless_root, test_user, text, Console, Daemon, GROUP,
+    OTHER,
+};
 use testkit::{guest, Guest};
 
-const VMD: &str = env!("CARGO_BIN_EXE_vmd");
-const CMDLINE: &str = include_str!("../../vmrun/tests/linux-cmdline.txt");
+/// Bound on the daemon's steps and on the counting guest's output (longer than
+/// `common::WAIT`, as these tests always had).
 const WAIT: Duration = Duration::from_secs(30);
 /// The Linux guest's whole boot on the emulated ring 0 of this machine, with room to spare.
 const LINUX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -29,134 +30,14 @@ const LINUX_TIMEOUT: Duration = Duration::from_secs(300);
 const LINUX_SEND_AFTER: Duration = Duration::from_secs(10);
 /// Counts a received guest must print beyond where the sent one stopped.
 const MORE_COUNTS: u64 = 5;
-/// The user and group of the permission test (as in daemon.rs).
-const OTHER: &str = "vmdtest-other";
-const GROUP: &str = "vmdtest";
 
-fn vmctl_path() -> PathBuf {
-    let p = Path::new(VMD).with_file_name("vmctl");
-    assert!(
-        p.exists(),
-        "{} is missing: build it too (cargo build -p vmctl)",
-        p.display()
-    );
-    p
+/// vmd on the host, each of its steps bounded by [`WAIT`].
+fn start(config: &str) -> Daemon {
+    Daemon::start_with(None, config, WAIT)
 }
 
-fn succeeds(c: &mut Command) -> bool {
-    c.output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn skip_unless_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: the daemon needs root (it opens /dev/kvm and ptys and drops to _vmd)");
-        return true;
-    }
-    if !succeeds(Command::new("id").arg("_vmd")) {
-        assert!(
-            succeeds(Command::new("useradd").args([
-                "-r",
-                "-M",
-                "-d",
-                "/var/empty",
-                "-s",
-                "/usr/sbin/nologin",
-                "_vmd"
-            ])),
-            "creating the _vmd user"
-        );
-    }
-    false
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// A vmd running in the foreground on a private socket and config.
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
+/// What only these tests do with the daemon.
 impl Daemon {
-    fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        // Unprivileged vmctl users must reach the socket inside.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let socket = dir.path().join("vmd.sock");
-        let conf = dir.path().join("vm.conf");
-        std::fs::write(&conf, config).unwrap();
-        let log = File::create(dir.path().join("vmd.log")).unwrap();
-        let child = Command::new(VMD)
-            .args(["-d", "-vv", "-f"])
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start vmd");
-        let d = Daemon { child, dir, socket };
-        d.wait_until(|| d.socket.exists(), "the control socket");
-        d
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("vmd.log")).unwrap_or_default()
-    }
-
-    fn wait_until(&self, cond: impl FnMut() -> bool, what: &str) {
-        assert!(
-            wait_for(cond, WAIT),
-            "timed out waiting for {what}; vmd log:\n{}",
-            self.log()
-        );
-    }
-
-    /// vmctl as `uid` (or root) with the given stdin and stdout (a send's and a receive's
-    /// stream); stderr is captured.
-    fn vmctl_io(
-        &self,
-        uid: Option<(u32, u32)>,
-        args: &[&str],
-        stdin: Stdio,
-        stdout: Stdio,
-    ) -> Output {
-        let mut c = Command::new(vmctl_path());
-        c.arg("-s")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(stdin)
-            .stdout(stdout);
-        if let Some((u, g)) = uid {
-            c.uid(u).gid(g);
-        }
-        c.output().expect("run vmctl")
-    }
-
-    fn vmctl(&self, args: &[&str]) -> Output {
-        self.vmctl_io(None, args, Stdio::null(), Stdio::piped())
-    }
-
     /// `vmctl send vm > file`.
     fn send_to_file(&self, vm: &str, file: &Path) -> Output {
         let out = File::create(file).unwrap();
@@ -167,33 +48,6 @@ impl Daemon {
     fn receive_from_file(&self, name: &str, file: &Path) -> Output {
         let input = File::open(file).unwrap();
         self.vmctl_io(None, &["receive", name], Stdio::from(input), Stdio::piped())
-    }
-
-    /// The `status` row of `name`, split into columns.
-    fn row(&self, name: &str) -> Option<Vec<String>> {
-        let out = self.vmctl(&["status"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .find(|cols| cols.last().map(String::as_str) == Some(name))
-    }
-
-    fn state(&self, name: &str) -> Option<String> {
-        self.row(name).map(|r| r[7].clone())
-    }
-
-    /// The console of running VM `name`, attached as soon as its tty is known (a VM shows
-    /// `running` from its start on, its tty once its process is up).
-    fn console(&self, name: &str) -> Console {
-        self.wait_until(
-            || {
-                self.row(name)
-                    .is_some_and(|r| r[7] == "running" && r[5] != "-")
-            },
-            &format!("{name} running with a console"),
-        );
-        Console::attach(&format!("/dev/{}", self.row(name).unwrap()[5]))
     }
 
     /// Start an ad-hoc counting guest and attach to its console.
@@ -211,106 +65,6 @@ impl Daemon {
         ]);
         assert!(start.status.success(), "{}", text(&start));
         self.console(name)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Everything a VM prints on its console tty, collected by a thread from the moment of
-/// attaching until the console ends (the VM stopped and vmd closed the master: EIO).
-struct Console {
-    seen: Arc<Mutex<Vec<u8>>>,
-    ended: Arc<AtomicBool>,
-    quit: Arc<AtomicBool>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Console {
-    fn attach(tty: &str) -> Console {
-        let mut f = File::open(tty).unwrap_or_else(|e| panic!("{tty}: {e}"));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let ended = Arc::new(AtomicBool::new(false));
-        let quit = Arc::new(AtomicBool::new(false));
-        let (s, e, q) = (seen.clone(), ended.clone(), quit.clone());
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !q.load(Ordering::Relaxed) {
-                let mut pfd = libc::pollfd {
-                    fd: f.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one pollfd for the fd `f` holds open.
-                if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
-                    continue;
-                }
-                match f.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => s.lock().unwrap().extend_from_slice(&buf[..n]),
-                }
-            }
-            e.store(true, Ordering::Relaxed);
-        });
-        Console {
-            seen,
-            ended,
-            quit,
-            reader: Some(reader),
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
-    }
-
-    fn wait(&self, what: &str, timeout: Duration, cond: impl Fn(&str) -> bool) -> String {
-        assert!(
-            wait_for(|| cond(&self.text()), timeout),
-            "the console never showed {what}:\n{}",
-            self.text()
-        );
-        self.text()
-    }
-
-    /// Wait for the console to end; everything it showed.
-    fn finish(&self) -> String {
-        assert!(
-            wait_for(|| self.ended.load(Ordering::Relaxed), WAIT),
-            "the console did not end:\n{}",
-            self.text()
-        );
-        self.text()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        self.quit.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
     }
 }
 
@@ -349,7 +103,7 @@ fn sent_counting_guest_continues_after_receive() {
         return;
     }
     let t0 = Instant::now();
-    let d = Daemon::start("");
+    let d = start("");
     let sender = d.start_counter("counter");
     sender.wait("COUNT 5", WAIT, |t| last_count(t) >= Some(5));
 
@@ -362,7 +116,7 @@ fn sent_counting_guest_continues_after_receive() {
     );
     // The ad-hoc VM stopped once its stream was complete, and is gone.
     assert!(d.row("counter").is_none(), "{}", d.log());
-    let before = sender.finish();
+    let before = sender.finish(WAIT);
     assert_eq!(before.matches("BOOT ").count(), 1, "{before}");
     let last = last_count(&before).unwrap();
     let size = std::fs::metadata(&stream).unwrap().len();
@@ -403,36 +157,17 @@ fn sent_counting_guest_continues_after_receive() {
     );
 }
 
-/// The kit's vmlinux, initramfs and test command line, if scripts/test.sh built them.
-fn linux_guest() -> Option<(PathBuf, PathBuf)> {
-    match std::env::var_os("VMD_LINUX_GUEST_DIR").filter(|v| !v.is_empty()) {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            Some((d.join("acpi").join("vmlinux"), d.join("initramfs.cpio")))
-        }
-        None => {
-            eprintln!("SKIPPED: VMD_LINUX_GUEST_DIR is not set (scripts/test.sh builds the tiny Linux guest and sets it)");
-            None
-        }
-    }
-}
-
 #[test]
 fn linux_guest_sent_mid_boot_finishes_booting() {
     if skip_unless_root() {
         return;
     }
-    let Some((vmlinux, initrd)) = linux_guest() else {
+    let Some(kit) = linux_guest_dir() else {
         return;
     };
     let t0 = Instant::now();
-    let conf = format!(
-        "vm \"lx\" {{\n\tmemory 128M\n\tboot \"{}\"\n\tinitrd \"{}\"\n\tcmdline \"{}\"\n}}\n",
-        vmlinux.display(),
-        initrd.display(),
-        CMDLINE.trim()
-    );
-    let d = Daemon::start(&conf);
+    let conf = linux_vm_block("lx", &kit, &kit.join("initramfs.cpio"), "");
+    let d = start(&conf);
     let sender = d.console("lx");
     std::thread::sleep(LINUX_SEND_AFTER);
     assert!(
@@ -444,7 +179,7 @@ fn linux_guest_sent_mid_boot_finishes_booting() {
     let stream = d.path("lx.stream");
     let send = d.send_to_file("lx", &stream);
     assert!(send.status.success(), "{}\n{}", text(&send), d.log());
-    let before = sender.finish();
+    let before = sender.finish(WAIT);
     assert!(!before.contains("GUEST-BOOT-OK"), "{before}");
     // A configured VM stays, stopped.
     assert_eq!(d.state("lx").as_deref(), Some("stopped"));
@@ -560,7 +295,7 @@ fn bad_streams_are_refused_and_the_sender_keeps_running() {
         return;
     }
     let t0 = Instant::now();
-    let d = Daemon::start("");
+    let d = start("");
     let keep = d.start_counter("keep");
     keep.wait("COUNT 2", WAIT, |t| last_count(t) >= Some(2));
 
@@ -607,7 +342,7 @@ fn bad_streams_are_refused_and_the_sender_keeps_running() {
     let good_path = d.path("good.stream");
     let send = d.send_to_file("src", &good_path);
     assert!(send.status.success(), "{}\n{}", text(&send), d.log());
-    let before = src.finish();
+    let before = src.finish(WAIT);
     let good = std::fs::read(&good_path).unwrap();
 
     for bad in bad_streams(&good) {
@@ -655,53 +390,13 @@ fn bad_streams_are_refused_and_the_sender_keeps_running() {
     );
 }
 
-fn uid_of(user: &str) -> u32 {
-    let o = Command::new("id").args(["-u", user]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-}
-
-fn gid_of(group: &str) -> u32 {
-    let o = Command::new("getent")
-        .args(["group", group])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn non_root_users_cannot_send_or_receive() {
     if skip_unless_root() {
         return;
     }
-    if !succeeds(Command::new("getent").args(["group", GROUP])) {
-        assert!(
-            succeeds(Command::new("groupadd").args(["-r", GROUP])),
-            "creating group {GROUP}"
-        );
-    }
-    if !succeeds(Command::new("id").arg(OTHER)) {
-        assert!(
-            succeeds(Command::new("useradd").args([
-                "-r",
-                "-M",
-                "-d",
-                "/nonexistent",
-                "-s",
-                "/usr/sbin/nologin",
-                "-G",
-                GROUP,
-                OTHER
-            ])),
-            "creating user {OTHER}"
-        );
-    }
-    let user = Some((uid_of(OTHER), gid_of(GROUP)));
-    let d = Daemon::start(&format!("socket owner root:{GROUP}\n"));
+    let user = Some(test_user(OTHER));
+    let d = start(&format!("socket owner root:{GROUP}\n"));
     let vm = d.start_counter("mine");
     vm.wait("COUNT 1", WAIT, |t| last_count(t) >= Some(1));
 
