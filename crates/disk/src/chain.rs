@@ -180,6 +180,11 @@ pub fn open_chain(
     for (i, img) in images.iter().enumerate() {
         lock::lock(&img.file, &img.path, writable && i == 0)?;
     }
+    // The backend reads the top image's data clusters itself, through its own descriptor.
+    let top_file = images[0]
+        .file
+        .try_clone()
+        .map_err(|e| DiskError::io(&images[0].path, "duplicate", e))?;
     // Build bottom-up: each level owns the one below as its backing image.
     let mut below: Option<Access> = None;
     for (i, (img, info)) in images.into_iter().zip(&infos).enumerate().rev() {
@@ -193,8 +198,9 @@ pub fn open_chain(
         below = Some(level?);
     }
     let top = below.expect("chain is not empty");
-    let version = infos[0].qcow2_version.expect("a qcow2 top has a version");
-    Ok(Box::new(Qcow2Backend::new(top, !writable, version)))
+    Ok(Box::new(Qcow2Backend::new(
+        top, top_file, !writable, &infos[0],
+    )))
 }
 
 /// Opens the image at `path` and its backing chain (for tools; the daemon uses
