@@ -2,9 +2,12 @@
 //! backend on the same data, and our qcow2 against `qemu-img bench` on the same image.
 //!
 //! Everything runs on a fully allocated image in the page cache, so it measures the backends'
-//! own overhead (mapping lookups, copies, syscalls), not the disk. `qemu-img bench` only does
-//! sequential I/O, so that comparison is 4 KiB sequential reads and writes at queue depth 1,
-//! which is what our synchronous backend does too.
+//! own overhead (mapping lookups, copies, syscalls), not the disk. Raw and qcow2 runs of a
+//! test alternate, so a change in the machine's load hits both sides alike. A last random-read
+//! test reads through a qcow2 overlay whose every cluster is still in its base (the path of a
+//! fresh instance disk). `qemu-img bench` only does sequential I/O, so that comparison is
+//! 4 KiB sequential reads and writes at queue depth 1, which is what our synchronous backend
+//! does too.
 //!
 //! Usage: bench-disk [RUNS]
 
@@ -72,9 +75,11 @@ impl Sample {
 }
 
 fn ratio(label: &str, a: &Sample, b: &Sample) {
+    let min = |s: &Sample| s.times.iter().min().expect("runs > 0").as_secs_f64();
     println!(
-        "  ratio of medians {label}: {:.3}",
-        a.median().as_secs_f64() / b.median().as_secs_f64()
+        "  ratio of medians {label}: {:.3} (of minimums: {:.3})",
+        a.median().as_secs_f64() / b.median().as_secs_f64(),
+        min(a) / min(b)
     );
 }
 
@@ -112,26 +117,74 @@ fn recache(path: &Path) {
     std::io::copy(&mut f, &mut std::io::sink()).expect("read image");
 }
 
-/// Times `runs` runs of `body` on a freshly opened backend (opening is not timed).
-fn time_ours(
-    name: &str,
+/// One run of `body` on a freshly opened backend (opening is not timed).
+fn time_once(
     path: &Path,
     format: Format,
+    writable: bool,
+    body: &impl Fn(&mut dyn BlockBackend),
+) -> Duration {
+    settle(path);
+    let mut d = open_path(path, Some(format), writable).expect("open image");
+    let start = Instant::now();
+    body(d.as_mut());
+    start.elapsed()
+}
+
+/// One side of a comparison: the row's name, the image, its format.
+struct Side<'a> {
+    name: String,
+    path: &'a Path,
+    format: Format,
+}
+
+/// Our raw backend over `raw` against our qcow2 backend over `qcow2`, in rows named `test`.
+fn raw_vs<'a>(test: &str, raw: &'a Path, qcow2: (&str, &'a Path)) -> [Side<'a>; 2] {
+    [
+        Side {
+            name: format!("{test:<13} ours raw"),
+            path: raw,
+            format: Format::Raw,
+        },
+        Side {
+            name: format!("{test:<13} ours {}", qcow2.0),
+            path: qcow2.1,
+            format: Format::Qcow2,
+        },
+    ]
+}
+
+/// Times `runs` runs of `body` on each of two backends, alternating.
+fn time_pair(
+    sides: [Side; 2],
+    runs: usize,
+    writable: bool,
+    body: impl Fn(&mut dyn BlockBackend),
+) -> (Sample, Sample) {
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (side, times) in sides.iter().zip(&mut times) {
+            times.push(time_once(side.path, side.format, writable, &body));
+        }
+    }
+    let [a, b] = sides.map(|side| side.name);
+    let [ta, tb] = times;
+    (Sample { name: a, times: ta }, Sample { name: b, times: tb })
+}
+
+/// Times `runs` runs of `body` on our qcow2 backend over `path`.
+fn time_qcow2(
+    name: &str,
+    path: &Path,
     runs: usize,
     writable: bool,
     body: impl Fn(&mut dyn BlockBackend),
 ) -> Sample {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        settle(path);
-        let mut d = open_path(path, Some(format), writable).expect("open image");
-        let start = Instant::now();
-        body(d.as_mut());
-        times.push(start.elapsed());
-    }
     Sample {
         name: name.into(),
-        times,
+        times: (0..runs)
+            .map(|_| time_once(path, Format::Qcow2, writable, &body))
+            .collect(),
     }
 }
 
@@ -248,92 +301,64 @@ fn main() {
         IMAGE_SIZE >> 20
     );
 
-    let rr_raw = time_ours(
-        "randread 4k   ours raw",
-        &raw,
-        Format::Raw,
-        runs,
-        false,
-        random_read,
-    );
-    let rr_q = time_ours(
-        "randread 4k   ours qcow2",
-        &qcow2,
-        Format::Qcow2,
-        runs,
-        false,
-        random_read,
-    );
+    let ours = |test| raw_vs(test, &raw, ("qcow2", &qcow2));
+    let (rr_raw, rr_q) = time_pair(ours("randread 4k"), runs, false, random_read);
     rr_raw.print(OPS);
     rr_q.print(OPS);
     ratio("qcow2/raw", &rr_q, &rr_raw);
 
-    let rw_raw = time_ours(
-        "randwrite 4k  ours raw",
-        &raw,
-        Format::Raw,
-        runs,
-        true,
-        random_write,
-    );
-    let rw_q = time_ours(
-        "randwrite 4k  ours qcow2",
-        &qcow2,
-        Format::Qcow2,
-        runs,
-        true,
-        random_write,
-    );
+    let (rw_raw, rw_q) = time_pair(ours("randwrite 4k"), runs, true, random_write);
     rw_raw.print(WRITE_OPS);
     rw_q.print(WRITE_OPS);
     ratio("qcow2/raw", &rw_q, &rw_raw);
 
     let seq_ops = IMAGE_SIZE / SEQ_BLOCK as u64;
-    let sr_raw = time_ours(
-        "seqread 64k   ours raw",
-        &raw,
-        Format::Raw,
-        runs,
-        false,
-        sequential_read,
-    );
-    let sr_q = time_ours(
-        "seqread 64k   ours qcow2",
-        &qcow2,
-        Format::Qcow2,
-        runs,
-        false,
-        sequential_read,
-    );
+    let (sr_raw, sr_q) = time_pair(ours("seqread 64k"), runs, false, sequential_read);
     sr_raw.print(seq_ops);
     sr_q.print(seq_ops);
     ratio("qcow2/raw", &sr_q, &sr_raw);
 
-    let sq_ours = time_ours(
-        "seqread 4k    ours qcow2",
-        &qcow2,
-        Format::Qcow2,
-        runs,
-        false,
-        |d| sequential_4k(d, false),
-    );
+    let sq_ours = time_qcow2("seqread 4k    ours qcow2", &qcow2, runs, false, |d| {
+        sequential_4k(d, false)
+    });
     let sq_qemu = time_qemu("seqread 4k    qemu-img bench", &qcow2, runs, false);
     sq_ours.print(OPS);
     sq_qemu.print(OPS);
     ratio("ours/qemu-img", &sq_ours, &sq_qemu);
 
-    let sw_ours = time_ours(
-        "seqwrite 4k   ours qcow2",
-        &qcow2,
-        Format::Qcow2,
-        runs,
-        true,
-        |d| sequential_4k(d, true),
-    );
+    let sw_ours = time_qcow2("seqwrite 4k   ours qcow2", &qcow2, runs, true, |d| {
+        sequential_4k(d, true)
+    });
     let sw_qemu = time_qemu("seqwrite 4k   qemu-img bench", &qcow2, runs, true);
     sw_ours.print(OPS);
     sw_qemu.print(OPS);
     ratio("ours/qemu-img", &sw_ours, &sw_qemu);
+
+    // Every read goes to the base: the overlay's mapping lookup, then the base's.
+    let overlay = dir.join("overlay.qcow2");
+    run_cmd(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            "data.qcow2",
+            overlay.to_str().unwrap(),
+        ],
+    );
+    let (ro_raw, ro_q) = time_pair(
+        raw_vs("randread 4k", &raw, ("qcow2 overlay", &overlay)),
+        runs,
+        false,
+        random_read,
+    );
+    ro_raw.print(OPS);
+    ro_q.print(OPS);
+    ratio("overlay/raw", &ro_q, &ro_raw);
 
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
 }
