@@ -194,14 +194,15 @@ fn counting_guest_migrates_live_and_counts_on() {
     );
 }
 
-/// A writer that fails after `left` bytes, as a receiver that goes away.
-struct FailAfter {
+/// A receiver that goes away: writes fail after `left` bytes, or once the source is paused.
+struct FailingReceiver {
     left: usize,
+    paused: Option<VmHandle>,
 }
 
-impl Write for FailAfter {
+impl Write for FailingReceiver {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
+        if self.left == 0 || self.paused.as_ref().is_some_and(|h| h.is_paused()) {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         }
         let n = b.len().min(self.left);
@@ -218,22 +219,25 @@ fn failing_receiver_leaves_the_source_running() {
     let out = Console::default();
     let (handle, runner) = start(Vm::new(config("count", out.clone(), Vec::new())).unwrap());
     out.wait_for("", "COUNT ", 2);
-    // A complete migration into memory, to learn the stream's size; the source is then
-    // resumed (as when the receiver refuses it).
-    let mut whole = Vec::new();
-    handle.migrate(&mut whole, live_options()).unwrap();
+    // A complete migration, then the source resumes (as when the receiver refuses it).
+    handle.migrate(&mut Vec::new(), live_options()).unwrap();
     handle.unpause();
-    // Fail during the first pass, and after the pause (within the device records at the end).
-    for fail_at in [64 << 10, whole.len() - 100] {
+    // The receiver goes away during the first pass, and after the pause.
+    let receivers = [
+        FailingReceiver {
+            left: 64 << 10,
+            paused: None,
+        },
+        FailingReceiver {
+            left: usize::MAX,
+            paused: Some(handle.clone()),
+        },
+    ];
+    for mut receiver in receivers {
         let last = *numbers(&out.text(), "COUNT ").last().unwrap();
-        let e = handle
-            .migrate(&mut FailAfter { left: fail_at }, live_options())
-            .unwrap_err();
+        let e = handle.migrate(&mut receiver, live_options()).unwrap_err();
         assert!(matches!(e, SnapshotError::Write(_)), "{e}");
-        assert!(
-            !handle.is_paused(),
-            "failing at {fail_at}: the source runs on"
-        );
+        assert!(!handle.is_paused(), "the source runs on after: {e}");
         out.wait_for("", "COUNT ", last + 3);
     }
     let text = out.text();
@@ -365,6 +369,19 @@ fn snapshot_file_is_mapped_and_counts_on() {
     let last = *numbers(&before, "COUNT ").last().unwrap();
     out.wait_for(&before, "COUNT ", last + MORE_COUNTS);
     assert_counts_continue(&before, &out.text());
+    // Memory mapped from the file migrates live too: the write watch covers a private file
+    // mapping (pages never touched included).
+    let mut stream = Vec::new();
+    let stats = handle.migrate(&mut stream, live_options()).unwrap();
+    assert_eq!(stats.not_live, None, "{stats:?}");
+    let before_migration = format!("{before}{}", out.text());
+    stop(handle, runner);
+    let out = Console::default();
+    let vm = Vm::restore(config("count", out.clone(), Vec::new()), &mut &stream[..]).unwrap();
+    let (handle, runner) = start(vm);
+    let last = *numbers(&before_migration, "COUNT ").last().unwrap();
+    out.wait_for(&before_migration, "COUNT ", last + 2);
+    assert_counts_continue(&before_migration, &out.text());
     stop(handle, runner);
     // The guest's writes went to its private copy: the file is as written.
     assert!(

@@ -14,9 +14,10 @@
 //!   a device thread, or the guest through KVM (which faults the page in through the same
 //!   mapping). It needs `UFFD_USER_MODE_ONLY` only (no privilege) and an open pagemap.
 //!
-//! Without the watch, device writes would be lost, so live migration then copies memory
-//! while the VM is paused (see `migrate`). The watch works on anonymous memory only: a VM
-//! mapped from a snapshot file (`MAP_PRIVATE` of a regular file) has none.
+//! It covers a VM mapped from a snapshot file too (`MAP_PRIVATE` of a regular file: Linux
+//! 6.18 write-protects and reports its pages, never-touched ones included). Without the
+//! watch, device writes would be lost, so live migration then copies memory while the VM is
+//! paused (see `migrate`).
 
 use std::fs::File;
 use std::io;
@@ -232,9 +233,7 @@ impl WriteWatch {
             // the range is guest memory this process maps for as long as `mem` lives, and the
             // watch only changes how the kernel tracks writes to it.
             if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } < 0 {
-                return Err(os_error(
-                    "write-protecting guest memory (anonymous memory only)",
-                ));
+                return Err(os_error("write-protecting guest memory"));
             }
         }
         let watch = WriteWatch {

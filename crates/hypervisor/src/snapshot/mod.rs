@@ -355,7 +355,7 @@ fn for_nonzero_runs(
     mut f: impl FnMut(usize, &[u8]) -> Result<(), SnapshotError>,
 ) -> Result<(), SnapshotError> {
     let n = chunk.len();
-    let zero = |p: usize| chunk[p..(p + page).min(n)].iter().all(|&b| b == 0);
+    let zero = |p: usize| stream::is_zero(&chunk[p..(p + page).min(n)]);
     let mut p = 0;
     while p < n {
         if zero(p) {

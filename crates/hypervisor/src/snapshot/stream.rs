@@ -53,6 +53,9 @@ const IMAGE_HEAD_LEN: u64 = 8;
 const IMAGE_ENTRY_LEN: u64 = 24;
 /// Bytes of the END section's payload.
 const END_LEN: u64 = 4;
+/// Read-ahead of a file reader: the records around a memory image are small (larger reads,
+/// of memory sections, go past the buffer).
+const FILE_READ_BUFFER: usize = 64 << 10;
 
 /// Map a read error: running out of bytes is a truncated stream.
 fn read_error(what: &'static str) -> impl FnOnce(io::Error) -> SnapshotError {
@@ -63,6 +66,13 @@ fn read_error(what: &'static str) -> impl FnOnce(io::Error) -> SnapshotError {
             SnapshotError::Read(e)
         }
     }
+}
+
+/// Whether `bytes` (at most a page) are all zeros: a comparison with a page of zeros, which
+/// the C library does many bytes at a time.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+    bytes.len() <= ZEROS.len() && bytes == &ZEROS[..bytes.len()]
 }
 
 /// Round `n` up to a whole page; `None` on overflow.
@@ -306,17 +316,17 @@ impl<'a> Writer<'a> {
         let mut at = 0;
         while at < bytes.len() {
             let end = (at + page).min(bytes.len());
-            let zero = end - at == page && bytes[at..end].iter().all(|&b| b == 0);
+            let zero = end - at == page && is_zero(&bytes[at..end]);
             let mut run = end;
             if zero {
-                while run + page <= bytes.len() && bytes[run..run + page].iter().all(|&b| b == 0) {
+                while run + page <= bytes.len() && is_zero(&bytes[run..run + page]) {
                     run += page;
                 }
                 self.zeros((run - at) as u64)?;
             } else {
                 while run < bytes.len() {
                     let next = (run + page).min(bytes.len());
-                    if next - run == page && bytes[run..next].iter().all(|&b| b == 0) {
+                    if next - run == page && is_zero(&bytes[run..next]) {
                         break;
                     }
                     run = next;
@@ -382,7 +392,7 @@ impl<'a> Reader<'a> {
     /// A reader of the stream that starts with `read` (what the caller read of it already)
     /// and goes on in `file` from its current position.
     pub fn for_file(read: &'a [u8], file: &'a File) -> Self {
-        let file = BufReader::with_capacity(MAX_MEMORY_CHUNK as usize, file);
+        let file = BufReader::with_capacity(FILE_READ_BUFFER, file);
         Reader {
             input: Input::File(read.chain(file)),
             crc: Crc::new(),
