@@ -11,15 +11,17 @@
 //! are cut from that same tail.
 #![no_main]
 
+mod virtio_common;
+
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use devices::virtio::net::{LocalResponder, Net, NetBackend, RX_QUEUE, TX_QUEUE};
-use devices::virtio::{InterruptKind, VirtioDevice, VirtioInterrupt, RING_FEATURES};
+use devices::virtio::{VirtioDevice, RING_FEATURES};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+use virtio_common::{fill_avail, fill_descriptors, NoIrq};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -66,41 +68,12 @@ impl NetBackend for Tap {
     }
 }
 
-struct NoIrq;
-
-impl VirtioInterrupt for NoIrq {
-    fn trigger(&self, _kind: InterruptKind) {}
-    fn needs_reset(&self) {}
-}
-
-fn u64_at(d: &[u8], i: usize) -> u64 {
-    let mut b = [0u8; 8];
-    for (k, x) in b.iter_mut().enumerate() {
-        *x = d.get(i + k).copied().unwrap_or(0);
-    }
-    u64::from_le_bytes(b)
-}
-
 fn fill_queue(vq: &MockSplitQueue<'_, GuestMemoryMmap>, table: &[u8], avail: &[u8], n: u16) {
-    for i in 0..QUEUE_SIZE {
-        let off = usize::from(i) * 16;
-        // Addresses near guest memory so lookups both hit and miss.
-        let addr = u64_at(table, off) % (MEM_SIZE as u64 + 0x1000);
-        let len = u64_at(table, off + 8) as u32 % 0x3000;
-        let flags = (u64_at(table, off + 12) & 0x7) as u16;
-        let next = (u64_at(table, off + 14) % u64::from(QUEUE_SIZE + 2)) as u16;
-        let _ = vq.desc_table().store(
-            i,
-            RawDescriptor::from(Descriptor::new(addr, len, flags, next)),
-        );
-    }
-    for j in 0..n.min(QUEUE_SIZE) {
-        if let Ok(r) = vq.avail().ring().ref_at(usize::from(j)) {
-            let head = avail.get(usize::from(j)).copied().unwrap_or(0);
-            r.store(u16::from(head) % (QUEUE_SIZE + 2));
-        }
-    }
-    vq.avail().idx().store(n);
+    // Addresses near guest memory so lookups both hit and miss.
+    fill_descriptors(vq, QUEUE_SIZE, table, 0x3000, |a| {
+        a % (MEM_SIZE as u64 + 0x1000)
+    });
+    fill_avail(vq, QUEUE_SIZE, avail, n);
 }
 
 fuzz_target!(|data: &[u8]| {

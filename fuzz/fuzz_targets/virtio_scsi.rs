@@ -10,14 +10,16 @@
 //! picks), two size bytes, an opcode byte, 16 bytes per descriptor, then guest memory.
 #![no_main]
 
+mod virtio_common;
+
 use std::io;
 use std::sync::Arc;
 
 use devices::virtio::blk::BlockBackend;
 use devices::virtio::scsi::Scsi;
-use devices::virtio::{InterruptKind, VirtioDevice, VirtioInterrupt, RING_FEATURES};
+use devices::virtio::{VirtioDevice, RING_FEATURES};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+use virtio_common::{fill_avail, fill_descriptors, NoIrq, DESC_INPUT};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -95,21 +97,6 @@ impl BlockBackend for Iso {
     }
 }
 
-struct NoIrq;
-
-impl VirtioInterrupt for NoIrq {
-    fn trigger(&self, _kind: InterruptKind) {}
-    fn needs_reset(&self) {}
-}
-
-fn u64_at(d: &[u8], i: usize) -> u64 {
-    let mut b = [0u8; 8];
-    for (k, x) in b.iter_mut().enumerate() {
-        *x = d.get(i + k).copied().unwrap_or(0);
-    }
-    u64::from_le_bytes(b)
-}
-
 fuzz_target!(|data: &[u8]| {
     let ctl = data.first().copied().unwrap_or(0);
     let byte = |i: usize| data.get(i).copied().unwrap_or(0);
@@ -125,25 +112,18 @@ fuzz_target!(|data: &[u8]| {
     // clear point into the input's tail, so that the fuzzer controls what the device reads
     // there (a request must start with a valid LUN to reach the command set); the others
     // stay near guest memory so lookups hit and miss.
-    for i in 0..QUEUE_SIZE {
-        let off = usize::from(i) * 16;
-        let raw = u64_at(table, off);
-        let addr = if raw >> 63 == 0 {
+    fill_descriptors(&vq, QUEUE_SIZE, table, 0x3000, |raw| {
+        if raw >> 63 == 0 {
             DATA + raw % DATA_WINDOW
         } else {
             raw % (MEM_SIZE as u64 + 0x1000)
-        };
-        let len = u64_at(table, off + 8) as u32 % 0x3000;
-        let flags = (u64_at(table, off + 12) & 0x7) as u16;
-        let next = (u64_at(table, off + 14) % u64::from(QUEUE_SIZE + 2)) as u16;
-        let _ = vq.desc_table().store(
-            i,
-            RawDescriptor::from(Descriptor::new(addr, len, flags, next)),
-        );
-    }
+        }
+    });
     // The rest of the input is what lies in guest memory (request headers, CDBs, indirect
     // tables).
-    let rest = table.get(usize::from(QUEUE_SIZE) * 16..).unwrap_or(&[]);
+    let rest = table
+        .get(usize::from(QUEUE_SIZE) * DESC_INPUT..)
+        .unwrap_or(&[]);
     let _ = mem.write_slice(&rest[..rest.len().min(DATA_LEN)], GuestAddress(DATA));
     if ctl & 0x20 != 0 {
         // A jump start past the LUN check and the opcode dispatch, which coverage feedback
@@ -152,13 +132,7 @@ fuzz_target!(|data: &[u8]| {
         let op = OPCODES[usize::from(byte(3)) % OPCODES.len()];
         let _ = mem.write_obj(op, GuestAddress(DATA + CDB_OFFSET));
     }
-    let avail = rest.len() as u16 % (QUEUE_SIZE + 4);
-    for j in 0..avail.min(QUEUE_SIZE) {
-        if let Ok(r) = vq.avail().ring().ref_at(usize::from(j)) {
-            r.store(u16::from(rest.get(usize::from(j)).copied().unwrap_or(0)) % (QUEUE_SIZE + 2));
-        }
-    }
-    vq.avail().idx().store(avail);
+    fill_avail(&vq, QUEUE_SIZE, rest, rest.len() as u16 % (QUEUE_SIZE + 4));
     let Ok(queues) = vqs
         .iter()
         .map(|v| v.create_queue())
