@@ -396,6 +396,7 @@ fn resume(memory: u64, runs: usize, dir: &Scratch) -> Duration {
 
 struct Live {
     downtime: Duration,
+    pause: Duration,
     ready: Duration,
     precopy: Duration,
     passes: Vec<u64>,
@@ -427,6 +428,7 @@ fn live_migration(runs: usize) -> Result<Vec<Live>, String> {
         }
         out.push(Live {
             downtime: stats.downtime,
+            pause: stats.pause,
             ready: stats.downtime + ready_at.saturating_duration_since(sent),
             precopy: stats.precopy,
             passes: stats.pass_pages,
@@ -512,10 +514,12 @@ fn main() {
             for (i, r) in l.iter().enumerate() {
                 println!(
                     "  run {i}: pre-copy {:.1} ms, pages per pass {:?}, downtime {:.2} ms at \
-                     the source, {:.2} ms until the receiver is ready",
+                     the source (vCPUs stopped in {:.2} ms), {:.2} ms until the receiver is \
+                     ready",
                     ms(r.precopy),
                     r.passes,
                     ms(r.downtime),
+                    ms(r.pause),
                     ms(r.ready)
                 );
             }

@@ -183,13 +183,15 @@ fn counting_guest_migrates_live_and_counts_on() {
     let end_to_end = stats.downtime + restored_at.saturating_duration_since(sent_at);
     eprintln!(
         "live migration of a {} MiB counting guest: {} passes {:?} pages, {} bytes, pre-copy \
-         {:?}, downtime {:?} at the source, {:?} until the target could run",
+         {:?}, downtime {:?} at the source (vCPUs stopped in {:?}), {:?} until the target \
+         could run",
         MEMORY >> 20,
         stats.pass_pages.len(),
         stats.pass_pages,
         stats.bytes,
         stats.precopy,
         stats.downtime,
+        stats.pause,
         end_to_end,
     );
 }

@@ -73,6 +73,9 @@ pub struct MigrateStats {
     /// From the pause to the end of the stream, flushed: the time the guest ran nowhere, less
     /// what the receiver takes after reading the end.
     pub downtime: Duration,
+    /// The part of the downtime the vCPUs took to stop (a vCPU thread waiting for a CPU of a
+    /// busy host makes it long).
+    pub pause: Duration,
 }
 
 /// Send the pages of `dirty` (all of them, zero or not: they override what went before).
@@ -149,6 +152,7 @@ impl VmHandle {
         let paused_at = Instant::now();
         stats.precopy = paused_at - begin;
         let end = self.with_captured(|c| {
+            stats.pause = c.pause;
             match (log.as_mut(), pending) {
                 (Some(log), Some(mut dirty)) => {
                     dirty.merge(&log.collect()?);

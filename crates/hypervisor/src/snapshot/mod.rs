@@ -24,6 +24,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ::devices::pci::PciRoot;
 use ::devices::virtio::VirtioPciDevice;
@@ -488,6 +489,8 @@ struct Captured {
     vcpus: Vec<VcpuState>,
     vm: VmState,
     devices: DevicesState,
+    /// How long the vCPUs took to stop.
+    pause: Duration,
 }
 
 impl Parts {
@@ -519,7 +522,9 @@ impl VmHandle {
         &self,
         f: impl FnOnce(&Captured) -> Result<R, SnapshotError>,
     ) -> Result<R, SnapshotError> {
+        let asked = Instant::now();
         self.pause()?;
+        let pause = asked.elapsed();
         let parts = &self.parts;
         let paused_clock = *lock(&self.clock);
         let clock = match paused_clock {
@@ -544,7 +549,12 @@ impl VmHandle {
         let vm = VmState::capture(&parts.vm, clock)?;
         let devices = quiet.state(parts);
         parts.flush_disks()?;
-        f(&Captured { vcpus, vm, devices })
+        f(&Captured {
+            vcpus,
+            vm,
+            devices,
+            pause,
+        })
     }
 
     /// The header and machine record every stream starts with.
