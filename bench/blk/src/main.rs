@@ -26,6 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_common::{median, Rng};
 use devices::virtio::blk::{Block, BlockBackend, BLK_QUEUE_SIZE, SECTOR_SIZE};
 use devices::virtio::VirtioDevice;
 use disk::Format;
@@ -53,18 +54,6 @@ const DEFAULT_RUNS: usize = 7;
 const QUICK_RUNS: usize = 3;
 /// The 4 KiB random-read target: our requests per second over the host's `pread`s.
 const TARGET: f64 = 0.80;
-
-/// xorshift64*: the same offsets for every side.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -104,7 +93,7 @@ impl Case {
         (0..self.ops as u64)
             .map(|i| {
                 let block = if self.random {
-                    rng.next() % blocks
+                    rng.next_u64() % blocks
                 } else {
                     i % blocks
                 };
@@ -287,12 +276,6 @@ fn recache(path: &Path) {
     std::io::copy(&mut f, &mut std::io::sink()).expect("read file");
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn cases(quick: bool) -> Vec<Case> {
     let scale: usize = if quick { 8 } else { 1 };
     let mut cases = Vec::new();
@@ -317,16 +300,7 @@ fn cases(quick: bool) -> Vec<Case> {
 }
 
 fn main() {
-    let mut quick = false;
-    let mut runs = None;
-    for a in std::env::args().skip(1) {
-        match a.as_str() {
-            "--quick" => quick = true,
-            n => runs = Some(n.parse().expect("usage: bench-blk [--quick] [RUNS]")),
-        }
-    }
-    let runs: usize = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
-    assert!(runs > 0, "RUNS must be at least 1");
+    let (quick, runs) = bench_common::args("bench-blk", DEFAULT_RUNS, QUICK_RUNS);
 
     let dir = std::env::temp_dir().join(format!("bench-blk.{}", std::process::id()));
     std::fs::create_dir(&dir).expect("temp dir");
@@ -337,7 +311,7 @@ fn main() {
     let mut out =
         std::io::BufWriter::with_capacity(64 << 10, File::create(&raw).expect("create file"));
     for _ in 0..FILE_SIZE / 8 {
-        out.write_all(&rng.next().to_le_bytes())
+        out.write_all(&rng.next_u64().to_le_bytes())
             .expect("write file");
     }
     out.flush().expect("write file");

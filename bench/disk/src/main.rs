@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bench_common::Rng;
 use disk::{open_path, BlockBackend, Format};
 
 /// Virtual size of the test image: small enough to stay in the page cache.
@@ -32,18 +33,6 @@ const OPS: u64 = 50_000;
 const WRITE_OPS: u64 = 20_000;
 /// Runs per test unless given on the command line.
 const DEFAULT_RUNS: usize = 5;
-
-/// xorshift64*: the same offsets for every backend.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// One test's run times.
 struct Sample {
@@ -193,7 +182,7 @@ fn random_read(d: &mut dyn BlockBackend) {
     let mut buf = vec![0u8; BLOCK];
     let blocks = d.size() / BLOCK as u64;
     for _ in 0..OPS {
-        let off = (rng.next() % blocks) * BLOCK as u64;
+        let off = (rng.next_u64() % blocks) * BLOCK as u64;
         d.read_at(&mut buf, off).expect("read");
     }
 }
@@ -203,7 +192,7 @@ fn random_write(d: &mut dyn BlockBackend) {
     let buf = vec![0x5au8; BLOCK];
     let blocks = d.size() / BLOCK as u64;
     for _ in 0..WRITE_OPS {
-        let off = (rng.next() % blocks) * BLOCK as u64;
+        let off = (rng.next_u64() % blocks) * BLOCK as u64;
         d.write_at(&buf, off).expect("write");
     }
 }
@@ -271,10 +260,8 @@ fn time_qemu(name: &str, image: &Path, runs: usize, write: bool) -> Sample {
 }
 
 fn main() {
-    let runs = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().expect("RUNS must be a number"))
-        .unwrap_or(DEFAULT_RUNS);
+    // No short mode: `--quick` takes the same number of runs.
+    let (_, runs) = bench_common::args("bench-disk", DEFAULT_RUNS, DEFAULT_RUNS);
     let dir: PathBuf = std::env::temp_dir().join(format!("bench-disk.{}", std::process::id()));
     std::fs::create_dir(&dir).expect("temp dir");
     let raw = dir.join("data.raw");
@@ -287,7 +274,7 @@ fn main() {
         std::fs::File::create(&raw).expect("create raw image"),
     );
     for _ in 0..IMAGE_SIZE / 8 {
-        out.write_all(&rng.next().to_le_bytes())
+        out.write_all(&rng.next_u64().to_le_bytes())
             .expect("write raw image");
     }
     out.flush().expect("write raw image");

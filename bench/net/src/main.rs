@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench_common::median;
 use devices::virtio::net::{Net, NetBackend, TapBackend, NET_QUEUE_SIZE, TX_QUEUE, VNET_HDR_LEN};
 use devices::virtio::{VirtioDevice, RING_FEATURES};
 use net::netlink::Netlink;
@@ -443,23 +444,8 @@ fn tap_counters() -> (u64, u64) {
     (n[1], n[9])
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let mut quick = false;
-    let mut runs = None;
-    for a in std::env::args().skip(1) {
-        match a.as_str() {
-            "--quick" => quick = true,
-            n => runs = Some(n.parse().expect("usage: bench-net [--quick] [RUNS]")),
-        }
-    }
-    let runs: usize = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
-    assert!(runs > 0, "RUNS must be at least 1");
+    let (quick, runs) = bench_common::args("bench-net", DEFAULT_RUNS, QUICK_RUNS);
     let frames = if quick { QUICK_FRAMES } else { FRAMES };
 
     let s = match setup() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below; exchanged in [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Where vmd listens unless told otherwise (`-s`).
 pub const DEFAULT_SOCKET: &str = "/var/run/vmd.sock";
 
@@ -138,9 +138,11 @@ pub enum Request {
     Reset(ResetKind),
     /// `log brief|verbose` (root only).
     Log { verbose: bool },
-    /// `send id` (root only): the VM's state goes to the descriptor attached (vmctl's
-    /// stdout), then the VM stops. Answered with [`Response::Sent`] once it has.
-    Send(VmRef),
+    /// `send [-l] id` (root only): the VM's state goes to the descriptor attached (vmctl's
+    /// stdout), then the VM stops. Answered with [`Response::Sent`] once it has. `live`
+    /// (`-l`, an extension): a live migration, the guest runs while its memory is sent and
+    /// is paused only for the last pages and the device state.
+    Send { vm: VmRef, live: bool },
     /// `receive name` (root only): a VM is restored from the stream on the descriptor
     /// attached (vmctl's stdin) and runs under `name`; answered like `start`.
     Receive(String),

@@ -28,7 +28,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Reload => "reload",
         Request::Reset(_) => "reset",
         Request::Log { .. } => "log",
-        Request::Send(_) => "send",
+        Request::Send { .. } => "send",
         Request::Receive(_) => "receive",
     }
 }
@@ -114,7 +114,14 @@ fn every_request() -> Vec<Request> {
         Request::Reset(ResetKind::Switches),
         Request::Reset(ResetKind::Vms),
         Request::Log { verbose: true },
-        Request::Send(VmRef::Id(7)),
+        Request::Send {
+            vm: VmRef::Id(7),
+            live: false,
+        },
+        Request::Send {
+            vm: VmRef::Name("web".into()),
+            live: true,
+        },
         Request::Receive("copy".into()),
     ]
 }

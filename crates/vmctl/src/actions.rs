@@ -112,7 +112,7 @@ pub fn execute(cmd: &Command, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
         Command::Reload => simple(Request::Reload, daemon, io),
         Command::Reset(kind) => simple(Request::Reset(*kind), daemon, io),
         Command::Log { verbose } => simple(Request::Log { verbose: *verbose }, daemon, io),
-        Command::Send(vm) => send_vm(vm, daemon, io),
+        Command::Send { vm, live } => send_vm(vm, *live, daemon, io),
         Command::Receive(name) => receive_vm(name, daemon, io),
     }
 }
@@ -123,8 +123,9 @@ fn is_terminal(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// `send id`: vmd writes the stream straight to our stdout (the descriptor travels with the
-/// request, vmctl copies nothing) and answers once the VM has stopped.
-fn send_vm(vm: &VmRef, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
+/// request, vmctl copies nothing) and answers once the VM has stopped. `live`: while the
+/// guest runs (`-l`).
+fn send_vm(vm: &VmRef, live: bool, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
     if is_terminal(io.stream_out) {
         io.line(&warnx(
             "send: stdout is a terminal: redirect it to a file or a pipe",
@@ -132,7 +133,11 @@ fn send_vm(vm: &VmRef, daemon: &dyn Connector, io: &mut Io<'_>) -> Next {
         return Next::Exit(EXIT_FAIL);
     }
     let fd = io.stream_out;
-    let Some(mut conn) = open(daemon, io, &Request::Send(vm.clone()), &[fd]) else {
+    let req = Request::Send {
+        vm: vm.clone(),
+        live,
+    };
+    let Some(mut conn) = open(daemon, io, &req, &[fd]) else {
         return Next::Exit(EXIT_FAIL);
     };
     let Some(resp) = next_answer(conn.as_mut(), io) else {

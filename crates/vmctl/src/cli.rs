@@ -99,8 +99,9 @@ pub enum Command {
     Reload,
     /// `reset [all|switches|vms]`.
     Reset(ResetKind),
-    /// `send id`: the VM's state to stdout, then the VM stops.
-    Send(VmRef),
+    /// `send [-l] id`: the VM's state to stdout, then the VM stops; `-l` (extension): live,
+    /// while the guest runs.
+    Send { vm: VmRef, live: bool },
     /// `show`/`status [-r] [--json] [id]`.
     Status {
         vm: Option<VmRef>,
@@ -131,7 +132,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("receive", "name"),
     ("reload", ""),
     ("reset", "[all | switches | vms]"),
-    ("send", "id"),
+    ("send", "[-l] id"),
     ("show", "[-r] [--json] [id]"),
     (
         "start",
@@ -323,7 +324,7 @@ impl Cx<'_> {
             "pause" => Ok(Command::Pause(self.single_id(args)?)),
             "unpause" => Ok(Command::Unpause(self.single_id(args)?)),
             "wait" => Ok(Command::Wait(self.single_id(args)?)),
-            "send" => Ok(Command::Send(self.single_id(args)?)),
+            "send" => self.send(args),
             "receive" => self.receive(args),
             "create" => self.create(args),
             "load" => self.load(args),
@@ -358,6 +359,25 @@ impl Cx<'_> {
             [_, word] => self.id(word),
             _ => Err(self.usage()),
         }
+    }
+
+    /// `send [-l] id`.
+    fn send(&self, args: &[String]) -> Parsed<Command> {
+        let mut live = false;
+        let mut opts = Getopt::new(args, 1, "l", &[]);
+        while let Some(opt) = opts.next() {
+            match opt.map_err(|line| self.opt_error(line))? {
+                Opt::Short('l', _) => live = true,
+                _ => unreachable!("only the declared options are returned"),
+            }
+        }
+        let [word] = opts.rest() else {
+            return Err(self.usage());
+        };
+        Ok(Command::Send {
+            vm: self.id(word)?,
+            live,
+        })
     }
 
     /// `receive name`: a name, never an id (OpenBSD's `parse_vmid` with `needname`).

@@ -17,6 +17,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flate2::Crc;
@@ -329,16 +330,69 @@ pub fn errno_of(e: &SnapshotError) -> i32 {
 }
 
 /// A reader that gives up when no data comes for a while: vmctl's stdin may be a pipe whose
-/// writer stalls. Regular files are always readable.
+/// writer stalls. Regular files are always readable. It can also be cancelled by a signal
+/// ([`Timed::cancelled_by`]).
 pub struct Timed<F> {
     inner: F,
     timeout: Duration,
+    cancel: Option<Cancel>,
+}
+
+/// A signal that cancels a [`Timed`] read: blocked in the reading thread except while it
+/// waits for data, and a flag its handler sets.
+#[derive(Clone, Copy)]
+pub struct Cancel {
+    pub signal: libc::c_int,
+    pub flag: &'static AtomicBool,
 }
 
 impl<F> Timed<F> {
     /// Reads of `inner` that wait at most `timeout` for each bit of data.
     pub fn new(inner: F, timeout: Duration) -> Self {
-        Timed { inner, timeout }
+        Timed {
+            inner,
+            timeout,
+            cancel: None,
+        }
+    }
+
+    /// Reads that fail (`Interrupted`) once `cancel.flag` is set: the signal, blocked
+    /// otherwise, is let in while a read waits, so one that comes before or during the wait
+    /// ends it.
+    pub fn cancelled_by(self, cancel: Cancel) -> Self {
+        Timed {
+            cancel: Some(cancel),
+            ..self
+        }
+    }
+
+    /// This thread's signal mask without the cancelling signal, for the wait.
+    fn wait_mask(&self) -> io::Result<Option<libc::sigset_t>> {
+        let Some(c) = self.cancel else {
+            return Ok(None);
+        };
+        // SAFETY: a zeroed sigset_t is a valid place for pthread_sigmask to fill in; with a
+        // null new set it only reads the current mask.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            libc::sigdelset(&mut mask, c.signal);
+            Ok(Some(mask))
+        }
+    }
+
+    fn cancelled(&self) -> io::Result<()> {
+        match self.cancel {
+            Some(c) if c.flag.load(Ordering::SeqCst) => Err(io::Error::new(
+                // Not `Interrupted`, which read_exact would retry.
+                io::ErrorKind::ConnectionAborted,
+                "the receive was cancelled (its client went away)",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -349,10 +403,17 @@ impl<F: Read + AsFd> Read for Timed<F> {
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = libc::c_int::try_from(self.timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(self.timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(self.timeout.subsec_nanos()),
+        };
+        let mask = self.wait_mask()?;
         loop {
-            // SAFETY: one pollfd that lives across the call, for an fd `inner` holds open.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            self.cancelled()?;
+            let mask_ptr = mask.as_ref().map_or(std::ptr::null(), |m| m as *const _);
+            // SAFETY: one pollfd that lives across the call, for an fd `inner` holds open; a
+            // timeout and a signal mask (or null) that live across it too.
+            let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, mask_ptr) };
             match n {
                 0 => {
                     return Err(io::Error::new(
@@ -590,9 +651,19 @@ mod tests {
                 std::fs::File::from_raw_fd(fds[1]),
             )
         };
-        let mut t = Timed::new(r, Duration::from_millis(50));
+        let mut t = Timed::new(&r, Duration::from_millis(50));
         let e = t.read(&mut [0u8; 4]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert_eq!(read_failure("x", &e).errno, libc::ETIMEDOUT);
+
+        // A cancelled read fails at once, and read_exact does not retry it.
+        static CANCELLED: AtomicBool = AtomicBool::new(true);
+        let cancel = Cancel {
+            signal: libc::SIGUSR2,
+            flag: &CANCELLED,
+        };
+        let mut t = Timed::new(&r, Duration::from_secs(30)).cancelled_by(cancel);
+        let e = t.read_exact(&mut [0u8; 4]).unwrap_err();
+        assert!(e.to_string().contains("cancelled"), "{e}");
     }
 }

@@ -466,13 +466,26 @@ fn send_and_receive_pass_the_stream_descriptor() {
             message: "receive of vm \"c\": not a VM snapshot stream".into(),
         }],
     ]);
-    let (next, out, err) = exec(&Command::Send(VmRef::Id(2)), &d);
+    let send = Command::Send {
+        vm: VmRef::Id(2),
+        live: true,
+    };
+    let (next, out, err) = exec(&send, &d);
     assert_eq!(next, Next::Exit(EXIT_OK));
     assert_eq!(
         (out.as_str(), err.as_str()),
         ("", "vmctl: sent vm 2 successfully\n")
     );
-    assert_eq!(d.sent.borrow()[0], (Request::Send(VmRef::Id(2)), 1));
+    assert_eq!(
+        d.sent.borrow()[0],
+        (
+            Request::Send {
+                vm: VmRef::Id(2),
+                live: true
+            },
+            1
+        )
+    );
     let receive = Command::Receive("c".into());
     let (next, _, err) = exec(&receive, &d);
     assert_eq!(next, Next::Exit(EXIT_OK));

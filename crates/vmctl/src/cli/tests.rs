@@ -94,14 +94,26 @@ fn prefixes_ambiguous_and_unknown() {
         ["unknown argument: frobnicate", USAGE]
     );
     assert_eq!(err(&["statusx"]), ["unknown argument: statusx", USAGE]);
-    assert_eq!(cmd(&["se", "1"]), Command::Send(VmRef::Id(1)));
+    assert_eq!(
+        cmd(&["se", "1"]),
+        Command::Send {
+            vm: VmRef::Id(1),
+            live: false
+        }
+    );
     assert_eq!(cmd(&["rec", "copy"]), Command::Receive("copy".into()));
 }
 
 #[test]
 fn send_takes_an_id_and_receive_a_name() {
-    assert_eq!(cmd(&["send", "web"]), Command::Send(name("web")));
-    assert_eq!(cmd(&["send", "2"]), Command::Send(VmRef::Id(2)));
+    let send = |vm, live| Command::Send { vm, live };
+    assert_eq!(cmd(&["send", "web"]), send(name("web"), false));
+    assert_eq!(cmd(&["send", "2"]), send(VmRef::Id(2), false));
+    assert_eq!(cmd(&["send", "-l", "web"]), send(name("web"), true));
+    assert_eq!(
+        err(&["send", "-x", "web"]),
+        ["vmctl: unknown option -- x", command_usage("send").as_str()]
+    );
     assert_eq!(cmd(&["receive", "copy"]), Command::Receive("copy".into()));
     assert_eq!(
         err(&["receive", "12"]),
@@ -115,7 +127,7 @@ fn send_takes_an_id_and_receive_a_name() {
         assert_eq!(err(&[c]), [command_usage(c)]);
         assert_eq!(err(&[c, "a", "b"]), [command_usage(c)]);
     }
-    assert_eq!(command_usage("send"), "usage:\tvmctl [-v] send id");
+    assert_eq!(command_usage("send"), "usage:\tvmctl [-v] send [-l] id");
     assert_eq!(command_usage("receive"), "usage:\tvmctl [-v] receive name");
 }
 

@@ -135,8 +135,16 @@ pub enum ParentToVmm {
     /// Log verbosity for vmm and every VM process.
     Verbose { level: u8 },
     /// `vmctl send`: write the VM's state to the fd attached, with `definition` (an encoded
-    /// [`crate::transfer::Definition`] block) after the snapshot header, then stop the VM.
-    Send { id: u32, definition: Vec<u8> },
+    /// [`crate::transfer::Definition`] block) after the snapshot header, then stop the VM;
+    /// `live` (`send -l`): while the guest runs.
+    Send {
+        id: u32,
+        definition: Vec<u8>,
+        live: bool,
+    },
+    /// The client of a `vmctl receive` went away: end the VM process if it is still reading
+    /// the stream (nothing of the guest has run, and the sender runs on).
+    CancelReceive { id: u32 },
 }
 
 /// How a VM process ended.
@@ -193,7 +201,7 @@ pub enum VmCommand {
     /// Log verbosity.
     Verbose(u8),
     /// Write the snapshot to the fd attached, then stop ([`ParentToVmm::Send`]).
-    Send { definition: Vec<u8> },
+    Send { definition: Vec<u8>, live: bool },
 }
 
 /// One VM process -> vmm.

@@ -84,6 +84,8 @@ struct Live {
     disk_files: Vec<File>,
     /// The client waiting for `start`'s answer.
     starter: Option<ClientId>,
+    /// A `receive` whose VM process is still reading the stream.
+    receiving: bool,
     /// Clients waiting for a pause/unpause answer.
     pausers: Vec<(ClientId, bool)>,
     /// What this run is, for a `send` to put in the stream.
@@ -392,6 +394,7 @@ impl Parent {
                 for w in self.waiters.values_mut() {
                     w.retain(|c| *c != client);
                 }
+                self.cancel_receives(client);
                 return;
             }
             ControlToParent::Request {
@@ -484,8 +487,8 @@ impl Parent {
                 let _ = self.control.send(&ParentToControl::Verbose { level }, &[]);
                 self.reply(client, Response::Ok);
             }
-            Request::Send(vm) => {
-                if let Err(f) = self.send(client, &vm, &caller, fds) {
+            Request::Send { vm, live } => {
+                if let Err(f) = self.send(client, &vm, live, &caller, fds) {
                     self.fail(client, &f);
                 }
             }
@@ -497,15 +500,18 @@ impl Parent {
         }
     }
 
-    /// `vmctl send`: the VM process writes the stream to the fd vmctl sent (its stdout) and
-    /// stops the VM; the client is answered when the VM has ended ([`Parent::vm_exited`]).
+    /// `vmctl send [-l]`: the VM process writes the stream to the fd vmctl sent (its stdout),
+    /// while the guest runs if `live`, and stops the VM; the client is answered when the VM
+    /// has ended ([`Parent::vm_exited`]).
     fn send(
         &mut self,
         client: ClientId,
         vm: &VmRef,
+        live: bool,
         caller: &Caller,
         fds: Vec<OwnedFd>,
     ) -> Result<(), Failure> {
+        let live_send = live;
         let id = self.registry.send_request(vm, caller)?;
         let Some(live) = self.live.get_mut(&id) else {
             return Err(Failure::errno(
@@ -527,11 +533,32 @@ impl Parent {
         })?;
         let definition = live.definition.encode()?;
         self.vmm
-            .send(&ParentToVmm::Send { id, definition }, &[stream.as_fd()])
+            .send(
+                &ParentToVmm::Send {
+                    id,
+                    definition,
+                    live: live_send,
+                },
+                &[stream.as_fd()],
+            )
             .map_err(|e| Failure::errno(libc::EIO, format!("vm {id}: vmm: {e}")))?;
         live.sender = Some(client);
-        log_info!("vm {id}: sending");
+        log_info!("vm {id}: sending{}", if live_send { " live" } else { "" });
         Ok(())
+    }
+
+    /// A client went away: a VM it is receiving that still reads its stream gives up (vmctl
+    /// receive killed: the sender sees its stream break and runs on).
+    fn cancel_receives(&mut self, client: ClientId) {
+        let ids: Vec<u32> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.receiving && l.starter == Some(client))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.to_vmm(&ParentToVmm::CancelReceive { id });
+        }
     }
 
     /// `vmctl receive name`: read the stream's header and VM definition on a thread (a pipe
@@ -757,6 +784,7 @@ impl Parent {
                         header: r.header.clone(),
                     });
                     list.push(r.stream.as_fd());
+                    live.receiving = true;
                 }
                 if list.len() > ipc::MAX_FDS {
                     let f = Failure::code(
@@ -877,6 +905,7 @@ impl Parent {
             initrd,
             disk_files,
             starter: None,
+            receiving: false,
             pausers: Vec::new(),
             definition: Definition::of_plan(plan),
             sender: None,
@@ -892,6 +921,7 @@ impl Parent {
                     return;
                 };
                 let tty = live.console.path.clone();
+                live.receiving = false;
                 if let Err(f) = self
                     .registry
                     .mark_running(id, live.generation, pid, tty.clone())

@@ -2,6 +2,12 @@
 //! runs (DESIGN.md §2): no new privileges, Landlock with no filesystem access at all, and a
 //! seccomp allow-list of the system calls a running VM makes.
 //!
+//! Live migration (`vmctl send -l`) needs userfaultfd(2), in user mode only
+//! ([`USERFAULTFD_FLAGS`]), for its write watch; the watch's ioctls (UFFDIO_API,
+//! UFFDIO_REGISTER, PAGEMAP_SCAN on the `/proc/self/pagemap` fd opened before the sandbox)
+//! pass as every ioctl does. Snapshot files need nothing more: a receive maps the file before
+//! the sandbox, and a send writes, seeks and truncates its fd.
+//!
 //! System calls outside the list fail with EPERM instead of killing the process: a VM that
 //! hits a path we did not foresee keeps running and logs the failure, while the calls that
 //! would let a compromised device model reach the host (open, exec, socket, ptrace, mount,
@@ -12,7 +18,14 @@ use std::collections::BTreeMap;
 use std::io;
 
 use landlock::{Access, AccessFs, Ruleset, RulesetAttr, RulesetStatus, ABI};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// The flag userfaultfd(2) must carry: `UFFD_USER_MODE_ONLY` (faults of user-space accesses
+/// only, which needs no privilege), all the write watch asks for.
+const USERFAULTFD_FLAGS: u64 = 1;
 
 /// What a running VM process needs: KVM and console I/O, epoll, threads, memory, time,
 /// signals (vCPU kicks), the vmm channel, and exiting.
@@ -113,7 +126,19 @@ fn landlock_no_fs() -> io::Result<()> {
 }
 
 fn seccomp() -> io::Result<()> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|&s| (s, Vec::new())).collect();
+    let filter_error =
+        |e: seccompiler::BackendError| io::Error::other(format!("seccomp filter: {e}"));
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|&s| (s, Vec::new())).collect();
+    let user_mode_only = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(USERFAULTFD_FLAGS),
+        USERFAULTFD_FLAGS,
+    )
+    .and_then(|c| SeccompRule::new(vec![c]))
+    .map_err(filter_error)?;
+    rules.insert(libc::SYS_userfaultfd, vec![user_mode_only]);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
@@ -121,8 +146,6 @@ fn seccomp() -> io::Result<()> {
         TargetArch::x86_64,
     )
     .map_err(|e| io::Error::other(format!("seccomp filter: {e}")))?;
-    let prog: BpfProgram = filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| io::Error::other(format!("seccomp filter: {e}")))?;
+    let prog: BpfProgram = filter.try_into().map_err(filter_error)?;
     seccompiler::apply_filter(&prog).map_err(|e| io::Error::other(format!("seccomp: {e}")))
 }

@@ -58,7 +58,18 @@ pub fn main(parent: Channel, inherit: &Inherit) -> ExitCode {
             ParentToVmm::Pause { id } => command(&slots, id, VmCommand::Pause),
             ParentToVmm::Unpause { id } => command(&slots, id, VmCommand::Unpause),
             ParentToVmm::Break { id } => command(&slots, id, VmCommand::Break),
-            ParentToVmm::Send { id, definition } => send(&parent, &slots, id, definition, fds),
+            ParentToVmm::Send {
+                id,
+                definition,
+                live,
+            } => send(
+                &parent,
+                &slots,
+                id,
+                VmCommand::Send { definition, live },
+                fds,
+            ),
+            ParentToVmm::CancelReceive { id } => cancel_receive(&slots, id),
             ParentToVmm::Verbose { level } => {
                 log::set_verbosity(level);
                 inherit.verbosity = level;
@@ -80,13 +91,12 @@ fn command(slots: &Slots, id: u32, cmd: VmCommand) {
 
 /// Hand a send to the VM process with its stream fd; a VM without a process (it ended just
 /// now) fails the send at once so the client is answered.
-fn send(parent: &Channel, slots: &Slots, id: u32, definition: Vec<u8>, fds: Vec<OwnedFd>) {
+fn send(parent: &Channel, slots: &Slots, id: u32, cmd: VmCommand, fds: Vec<OwnedFd>) {
     let chan = lock(slots).get(&id).map(|s| s.chan.clone());
     let sent = match &chan {
         Some(chan) => {
             let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-            chan.send(&VmCommand::Send { definition }, &borrowed)
-                .map_err(|e| format!("{e}"))
+            chan.send(&cmd, &borrowed).map_err(|e| format!("{e}"))
         }
         None => Err("the VM process is gone".to_string()),
     };
@@ -98,6 +108,16 @@ fn send(parent: &Channel, slots: &Slots, id: u32, definition: Vec<u8>, fds: Vec<
             message,
         };
         let _ = parent.send(&failed, &[]);
+    }
+}
+
+/// Signal a VM process that may still be reading a received stream: it gives up the read
+/// and ends ([`super::vmproc::CANCEL_SIGNAL`]); one that runs its guest already ignores it.
+fn cancel_receive(slots: &Slots, id: u32) {
+    if let Some(pid) = lock(slots).get(&id).map(|s| s.pid) {
+        log_info!("vm {id}: its receive's client went away: cancelling the receive");
+        // SAFETY: signalling a child process of ours by pid; it is reaped only by our watcher.
+        unsafe { libc::kill(pid as libc::pid_t, super::vmproc::CANCEL_SIGNAL) };
     }
 }
 

@@ -51,7 +51,7 @@ pub fn needs_root(req: &Request) -> bool {
         | Request::Reload
         | Request::Reset(_)
         | Request::Log { .. }
-        | Request::Send(_)
+        | Request::Send { .. }
         | Request::Receive(_) => true,
         Request::Start(_)
         | Request::Stop { .. }
@@ -128,7 +128,10 @@ mod tests {
             Request::Reload,
             Request::Reset(ResetKind::All),
             Request::Log { verbose: true },
-            Request::Send(VmRef::Id(1)),
+            Request::Send {
+                vm: VmRef::Id(1),
+                live: true,
+            },
             Request::Receive("copy".into()),
         ] {
             assert!(needs_root(&req), "{req:?}");
