@@ -434,12 +434,16 @@ fn send(
     }
 }
 
-/// Whether a send's fd takes a snapshot file: a regular file written at its position (not
-/// appended to: the RAM's alignment counts from where the stream starts).
+/// Whether a send's fd takes a snapshot file: a regular file open for writing (else the
+/// stream's first write fails with EBADF, as any send's) at its position (not appended to:
+/// the RAM's alignment counts from where the stream starts).
 fn is_snapshot_file(file: &File) -> bool {
     // SAFETY: F_GETFL on an fd `file` holds open.
     let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-    flags >= 0 && flags & libc::O_APPEND == 0 && file.metadata().is_ok_and(|m| m.is_file())
+    flags >= 0
+        && flags & libc::O_ACCMODE != libc::O_RDONLY
+        && flags & libc::O_APPEND == 0
+        && file.metadata().is_ok_and(|m| m.is_file())
 }
 
 /// Run `write` on the stream fd behind a large buffer and the splice that puts the definition
