@@ -521,9 +521,12 @@ impl Vm {
         let mut timeout = TICK_MS;
         // Queue notifications and tap frames that came while the VM was paused: no device
         // works on guest memory or a disk image while paused, so that a sent VM's images and
-        // memory stay as its stream has them; they are served once it resumes.
-        let mut held_queues = vec![false; self.queues.len()];
-        let mut held_nics = vec![false; self.nics.len()];
+        // memory stay as its stream has them; they are served once it resumes. Every queue
+        // starts held: a VM restored from a stream may have requests its sender held back
+        // (notified after the pause, so in no device's memory), and serving a queue with
+        // nothing in it, or a device not yet activated, does nothing.
+        let mut held_queues = vec![true; self.queues.len()];
+        let mut held_nics = vec![true; self.nics.len()];
         loop {
             self.platform.tick();
             let overdue = lock(&self.shared.graceful_deadline).is_some_and(|d| Instant::now() >= d);
