@@ -575,3 +575,133 @@ fn paused_vm_leaves_its_disk_alone_until_it_resumes() {
     }
     stop(handle, runner);
 }
+
+/// Collects a stream's memory chunks in order.
+#[derive(Default)]
+struct Chunks(Vec<(u64, Vec<u8>)>);
+
+impl hypervisor::snapshot::StreamSink for Chunks {
+    fn machine(
+        &mut self,
+        _: &hypervisor::snapshot::Header,
+        _: &hypervisor::snapshot::Machine,
+    ) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+    fn memory(&mut self, addr: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.0.push((addr, bytes.to_vec()));
+        Ok(())
+    }
+}
+
+/// How [`rebuilt`] tampers with a live stream.
+#[derive(Clone, Copy, PartialEq)]
+enum Tamper {
+    None,
+    /// Empty passes until there are one too many.
+    TooManyPasses,
+    /// The chunks of every pass in one, so that addresses go down within it.
+    OnePass,
+    /// A pass marker with a payload.
+    PassPayload,
+    /// No end-of-memory section.
+    NoMemoryEnd,
+}
+
+/// The live stream `stream` written again, with `tamper`.
+fn rebuilt(stream: &[u8], tamper: Tamper) -> Vec<u8> {
+    use hypervisor::snapshot::stream::*;
+    let mut chunks = Chunks::default();
+    let c = hypervisor::snapshot::read_stream(&mut &stream[..], &mut chunks).unwrap();
+    let mut out = Vec::new();
+    {
+        let mut w = Writer::new(&mut out);
+        w.header(&c.header).unwrap();
+        w.record(TAG_MACHINE, "machine", &c.machine).unwrap();
+        let mut next = 0;
+        let mut passes = 1;
+        for (addr, bytes) in &chunks.0 {
+            if *addr < next && tamper != Tamper::OnePass {
+                if tamper == Tamper::PassPayload {
+                    w.record(TAG_PASS, "pass", &0u8).unwrap();
+                } else {
+                    w.marker(TAG_PASS).unwrap();
+                }
+                passes += 1;
+            }
+            w.memory(*addr, bytes).unwrap();
+            next = addr + bytes.len() as u64;
+        }
+        if tamper == Tamper::TooManyPasses {
+            for _ in passes..=MAX_MEMORY_PASSES {
+                w.marker(TAG_PASS).unwrap();
+            }
+        }
+        if tamper != Tamper::NoMemoryEnd {
+            w.marker(TAG_MEMORY_END).unwrap();
+        }
+        for v in &c.vcpus {
+            w.record(TAG_VCPU, "vcpu", v).unwrap();
+        }
+        w.record(TAG_VM, "vm", &c.vm).unwrap();
+        w.record(TAG_DEVICES, "devices", &c.devices).unwrap();
+        w.finish().unwrap();
+    }
+    out
+}
+
+/// A live stream's memory passes are checked like the rest: at most `MAX_MEMORY_PASSES`,
+/// pages going up within a pass, markers without payload, an end of memory.
+#[test]
+fn live_stream_with_bad_passes_is_refused() {
+    let out = Console::default();
+    let (handle, runner) = start(Vm::new(config("count", out.clone(), Vec::new())).unwrap());
+    out.wait_for("", "COUNT ", 1);
+    let mut stream = Vec::new();
+    // Every pass re-sends pages: a pre-copy of at least one round after the first pass.
+    let opts = MigrateOptions {
+        stop_pages: 0,
+        max_rounds: 2,
+        ..live_options()
+    };
+    let stats = handle.migrate(&mut stream, opts).unwrap();
+    stop(handle, runner);
+    assert_eq!(stats.pass_pages.len(), 4, "{stats:?}");
+
+    let restore = |bytes: &[u8]| {
+        Vm::restore(
+            config("count", Console::default(), Vec::new()),
+            &mut &bytes[..],
+        )
+    };
+    assert!(restore(&rebuilt(&stream, Tamper::None)).is_ok());
+    let e = restore(&rebuilt(&stream, Tamper::TooManyPasses))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, SnapshotError::TooLarge { what, .. } if what.contains("passes")),
+        "{e}"
+    );
+    let e = restore(&rebuilt(&stream, Tamper::OnePass)).err().unwrap();
+    assert!(
+        e.to_string().contains("not whole pages of RAM above"),
+        "{e}"
+    );
+    let e = restore(&rebuilt(&stream, Tamper::PassPayload))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            e,
+            SnapshotError::Malformed {
+                what: "a memory pass",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = restore(&rebuilt(&stream, Tamper::NoMemoryEnd))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("before the end of memory"), "{e}");
+}
