@@ -301,8 +301,11 @@ impl<'a> DirtyLog<'a> {
     /// `pagemap`, and KVM's dirty log. The reason it cannot, for a message.
     pub fn start(vm: &'a VmFd, mem: &'a GuestMemoryMmap, pagemap: File) -> Result<Self, String> {
         let watch = WriteWatch::new(mem, pagemap)?;
-        register_memory(vm, mem, true)
-            .map_err(|e| format!("turning on KVM's dirty page log: {e}"))?;
+        if let Err(e) = register_memory(vm, mem, true) {
+            // Some slots may have it on already.
+            let _ = register_memory(vm, mem, false);
+            return Err(format!("turning on KVM's dirty page log: {e}"));
+        }
         Ok(DirtyLog { vm, mem, watch })
     }
 
