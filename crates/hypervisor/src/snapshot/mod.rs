@@ -9,6 +9,13 @@
 //! against this host's), then length-prefixed sections, then a CRC-32. Streams are
 //! untrusted: every length, count and address is checked against the limits in [`stream`]
 //! before use, and a restore that fails anywhere leaves no VM behind.
+//!
+//! The same stream written while the guest runs is a live migration ([`VmHandle::migrate`],
+//! `migrate.rs`, with dirty tracking in `dirty.rs`); written to a regular file with guest RAM
+//! page-aligned ([`VmHandle::snapshot_file`]) it is a snapshot file whose RAM
+//! [`Vm::restore_file`] maps instead of reading (`file.rs`). [`PendingDisk`] and
+//! [`Vm::attach_disks`] let a receiver open the disk images only once the stream is complete
+//! (`handover.rs`).
 
 mod devices;
 mod dirty;
