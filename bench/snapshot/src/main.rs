@@ -224,8 +224,10 @@ fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
-/// Send and receive cases for the running VM `vm` of `memory` bytes.
-fn send_receive(memory: u64, vm: &Running, runs: usize, dir: &Scratch) -> Vec<Row> {
+/// Send and receive cases for the running VM `vm` of `memory` bytes; `vm` is stopped after
+/// the sends (its memory would only crowd the receives); returns the rows and the stream
+/// the receives read.
+fn send_receive(memory: u64, vm: Running, runs: usize, dir: &Scratch) -> (Vec<Row>, Vec<u8>) {
     let h = &vm.handle;
     let mut stream = Vec::new();
     h.snapshot(&mut stream).unwrap();
@@ -282,6 +284,7 @@ fn send_receive(memory: u64, vm: &Running, runs: usize, dir: &Scratch) -> Vec<Ro
     let image_len = std::fs::metadata(&image_path).unwrap().len();
     row("send -> snapshot file (RAM image, holes)", times, image_len);
 
+    vm.stop();
     let receive = |input: &mut dyn FnMut() -> Result<Vm, SnapshotError>| {
         (0..runs)
             .map(|_| {
@@ -306,7 +309,7 @@ fn send_receive(memory: u64, vm: &Running, runs: usize, dir: &Scratch) -> Vec<Ro
     row("receive <- file, stream (read)", times, len);
     let times = receive(&mut || Vm::restore_file(cfg(), &[], &File::open(&image_path).unwrap()));
     row("receive <- snapshot file (mapped)", times, image_len);
-    rows
+    (rows, stream)
 }
 
 /// Collects what a stream holds, memory included.
@@ -464,7 +467,7 @@ fn main() {
     let mut summary = Vec::new();
     for &memory in sizes {
         let idle = boot_guest(memory, "count", "COUNT 1\n");
-        let rows = send_receive(memory, &idle, runs, &dir);
+        let (rows, stream) = send_receive(memory, idle, runs, &dir);
         print_rows(
             &format!(
                 "{} MiB guest, idle (RAM almost all zero pages)",
@@ -472,9 +475,6 @@ fn main() {
             ),
             &rows,
         );
-        let mut stream = Vec::new();
-        idle.handle.snapshot(&mut stream).unwrap();
-        idle.stop();
         let full_stream = filled(&stream);
         drop(stream);
         let out = Console::default();
@@ -486,8 +486,7 @@ fn main() {
         drop(full_stream);
         let full = Running::start(vm, out);
         full.out.wait_for("COUNT");
-        let rows_full = send_receive(memory, &full, runs, &dir);
-        full.stop();
+        let (rows_full, _) = send_receive(memory, full, runs, &dir);
         print_rows(
             &format!(
                 "{} MiB guest, full (RAM from {} MiB up non-zero)",
