@@ -234,7 +234,7 @@ fn read_from(mut r: Reader<'_>, sink: &mut dyn StreamSink) -> Result<Contents, S
     if s.tag == TAG_IMAGE {
         let image = r.image(s, &regions)?;
         if sink.image(&image)? {
-            let left = image.payload_at + image.len() - r.position();
+            let left = image.payload_at + image.payload_len() - r.position();
             r.skip(left, "the memory image")?;
         } else {
             read_image(&mut r, &image, sink)?;

@@ -120,13 +120,8 @@ impl MemoryImage {
     }
 
     /// Bytes of the section's payload: up to the last region's end.
-    pub fn len(&self) -> u64 {
+    pub fn payload_len(&self) -> u64 {
         self.regions.last().map_or(0, |r| r.offset + r.len)
-    }
-
-    /// Whether the image has no RAM at all (no stream has such an image).
-    pub fn is_empty(&self) -> bool {
-        self.regions.is_empty()
     }
 }
 
@@ -296,7 +291,7 @@ impl<'a> Writer<'a> {
             limit: u64::MAX,
         };
         let image = MemoryImage::lay_out(regions, self.out_pos + 12).ok_or_else(overflow)?;
-        self.section_header(TAG_IMAGE, image.len())?;
+        self.section_header(TAG_IMAGE, image.payload_len())?;
         self.raw(&(image.regions.len() as u32).to_le_bytes())?;
         self.raw(&[0u8; 4])?;
         for r in &image.regions {
@@ -609,11 +604,11 @@ impl<'a> Reader<'a> {
             regions: found,
             payload_at,
         };
-        if s.len != image.len() {
+        if s.len != image.payload_len() {
             return Err(malformed(format!(
                 "a section of {:#x} bytes for an image of {:#x}",
                 s.len,
-                image.len()
+                image.payload_len()
             )));
         }
         let pad = image.regions.first().map_or(0, |r| r.offset - table);
