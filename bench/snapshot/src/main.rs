@@ -151,14 +151,8 @@ fn boot_guest(memory: u64, cmdline: &str, wait: &str) -> Running {
     r
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    }
+fn median(v: Vec<Duration>) -> Duration {
+    bench_common::median(&v)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -450,16 +444,7 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() {
-    let mut quick = false;
-    let mut runs = None;
-    for a in std::env::args().skip(1) {
-        match a.as_str() {
-            "--quick" => quick = true,
-            n => runs = Some(n.parse().expect("usage: bench-snapshot [--quick] [RUNS]")),
-        }
-    }
-    let runs: usize = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
-    assert!(runs > 0, "RUNS must be at least 1");
+    let (quick, runs) = bench_common::args("bench-snapshot", DEFAULT_RUNS, QUICK_RUNS);
     let sizes: &[u64] = if quick { &SIZES[..1] } else { &SIZES };
     let dir = Scratch::new();
     println!("bench-snapshot: {runs} runs per case, medians; PVH test guest, 1 vCPU");
