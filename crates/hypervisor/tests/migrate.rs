@@ -9,95 +9,22 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hypervisor::snapshot::{MigrateOptions, PendingDisk};
-use hypervisor::{boot, BootImage, ExitReason, SnapshotError, Vm, VmConfig, VmHandle};
-use testkit::{guest, Guest};
+use hypervisor::{ExitReason, SnapshotError, Vm, VmConfig, VmHandle};
+
+mod common;
+use common::{numbers, start, Console, MORE_COUNTS};
 
 const MEMORY: u64 = 64 << 20;
-/// Counts a restored guest must print beyond where it stopped.
-const MORE_COUNTS: u64 = 5;
-const DEADLINE: Duration = Duration::from_secs(60);
 /// The disk the `blkloop` guest writes.
 const DISK_SIZE: u64 = 16 << 20;
 const SECTOR: u64 = 512;
 
-/// COM1 output, shared with the test.
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Console {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Console {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Wait until the last complete `prefix` number of `before` + this console is at least
-    /// `n`.
-    fn wait_for(&self, before: &str, prefix: &str, n: u64) {
-        let start = Instant::now();
-        loop {
-            let text = format!("{before}{}", self.text());
-            if numbers(&text, prefix).last().is_some_and(|&c| c >= n) {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no {prefix}{n} within {DEADLINE:?}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// The numbers of the complete lines `<prefix><n>`.
-fn numbers(text: &str, prefix: &str) -> Vec<u64> {
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .filter_map(|n| n.parse().ok())
-        .collect()
-}
-
+/// The test guest with one vCPU and [`MEMORY`].
 fn config(cmdline: &str, out: Console, disks: Vec<Box<dyn disk::BlockBackend>>) -> VmConfig {
-    let name = guest(Guest::Pvh).display().to_string();
-    let bytes = boot::read_image(File::open(guest(Guest::Pvh)).unwrap(), &name).unwrap();
-    let (bytes, kind) = boot::classify(bytes, &name).unwrap();
-    VmConfig {
-        memory: MEMORY,
-        vcpus: 1,
-        boot: BootImage {
-            bytes,
-            kind,
-            name,
-            initrd: None,
-            cmdline: cmdline.into(),
-        },
-        console_out: Box::new(out),
-        console_in: None,
-        kvm: None,
-        disks,
-        cdrom: None,
-        nics: Vec::new(),
-        boot_device: None,
-    }
-}
-
-fn start(vm: Vm) -> (VmHandle, std::thread::JoinHandle<ExitReason>) {
-    let handle = vm.handle();
-    (handle, std::thread::spawn(move || vm.run().unwrap()))
+    common::config(cmdline, 1, MEMORY, out, disks)
 }
 
 fn stop(handle: VmHandle, runner: std::thread::JoinHandle<ExitReason>) {

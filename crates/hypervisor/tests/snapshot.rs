@@ -3,101 +3,23 @@
 //! with a tampered header, cut short, corrupted or made of garbage are refused with an error
 //! naming what is wrong, and never panic.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hypervisor::snapshot::header::HEADER_LEN;
-use hypervisor::{boot, BootImage, ExitReason, SnapshotError, Vm, VmConfig};
-use testkit::{guest, Guest};
+use hypervisor::{ExitReason, SnapshotError, Vm};
+
+mod common;
+use common::{config, counts, start, Console, DEADLINE, MORE_COUNTS};
 
 const MEMORY: u64 = 32 << 20;
-/// Counts a restored guest must print beyond where it stopped.
-const MORE_COUNTS: u64 = 5;
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// COM1 output, shared with the test.
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Console {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Console {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Wait until the last complete COUNT line of `prefix` + this console is at least `n`.
-    fn wait_for_count(&self, prefix: &str, n: u64) {
-        let start = Instant::now();
-        loop {
-            let text = format!("{prefix}{}", self.text());
-            if counts(&text).last().is_some_and(|&c| c >= n) {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no COUNT {n} within {DEADLINE:?}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// The numbers of the complete `COUNT n` lines.
-fn counts(text: &str) -> Vec<u64> {
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .filter_map(|l| l.strip_prefix("COUNT "))
-        .map(|n| n.parse().unwrap_or_else(|_| panic!("bad COUNT line {n:?}")))
-        .collect()
-}
-
-fn config(cmdline: &str, vcpus: u32, memory: u64, out: Console) -> VmConfig {
-    let name = guest(Guest::Pvh).display().to_string();
-    let bytes = boot::read_image(std::fs::File::open(guest(Guest::Pvh)).unwrap(), &name).unwrap();
-    let (bytes, kind) = boot::classify(bytes, &name).unwrap();
-    VmConfig {
-        memory,
-        vcpus,
-        boot: BootImage {
-            bytes,
-            kind,
-            name,
-            initrd: None,
-            cmdline: cmdline.into(),
-        },
-        console_out: Box::new(out),
-        console_in: None,
-        kvm: None,
-        disks: Vec::new(),
-        cdrom: None,
-        nics: Vec::new(),
-        boot_device: None,
-    }
-}
-
-/// Run `vm` on a thread; returns its handle and the thread.
-fn start(vm: Vm) -> (hypervisor::VmHandle, std::thread::JoinHandle<ExitReason>) {
-    let handle = vm.handle();
-    (handle, std::thread::spawn(move || vm.run().unwrap()))
-}
-
 /// Boot the counting guest with `vcpus`, let it count to `until`, snapshot it while it
 /// runs and stop it: the stream and everything the guest printed.
 fn snapshot_of_counting_guest(cmdline: &str, vcpus: u32, until: u64) -> (Vec<u8>, String) {
     let out = Console::default();
-    let (handle, runner) = start(Vm::new(config(cmdline, vcpus, MEMORY, out.clone())).unwrap());
-    out.wait_for_count("", until);
+    let (handle, runner) =
+        start(Vm::new(config(cmdline, vcpus, MEMORY, out.clone(), Vec::new())).unwrap());
+    out.wait_for("", "COUNT ", until);
     let mut stream = Vec::new();
     handle.snapshot(&mut stream).unwrap();
     assert!(handle.is_paused(), "a snapshot leaves the VM paused");
@@ -116,7 +38,7 @@ fn stream() -> &'static [u8] {
 
 fn restore_err(bytes: &[u8]) -> SnapshotError {
     match Vm::restore(
-        config("count", 1, MEMORY, Console::default()),
+        config("count", 1, MEMORY, Console::default(), Vec::new()),
         &mut &bytes[..],
     ) {
         Ok(_) => panic!("a bad stream was restored"),
@@ -138,13 +60,13 @@ fn restore_and_check(
 ) {
     let out = Console::default();
     let vm = Vm::restore(
-        config(cmdline, vcpus, MEMORY, out.clone()),
+        config(cmdline, vcpus, MEMORY, out.clone(), Vec::new()),
         &mut &stream[..],
     )
     .unwrap();
     let (handle, runner) = start(vm);
     let last = *counts(before).last().unwrap();
-    out.wait_for_count(before, last + MORE_COUNTS);
+    out.wait_for(before, "COUNT ", last + MORE_COUNTS);
     let after = out.text();
     assert!(
         !after.contains("BOOT"),
@@ -180,7 +102,7 @@ fn checkpoint_keeps_the_vm_running_and_restores_again() {
     let at_checkpoint = format!("{before}{}", out.text());
     handle.unpause();
     let last = *counts(&at_checkpoint).last().unwrap();
-    out.wait_for_count(&before, last + MORE_COUNTS);
+    out.wait_for(&before, "COUNT ", last + MORE_COUNTS);
     handle.force_stop();
     assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
     // The checkpoint restores too, from its own point.
@@ -334,7 +256,7 @@ fn garbage_is_refused_cleanly() {
 #[test]
 fn stream_of_another_vm_is_refused() {
     let e = match Vm::restore(
-        config("count", 1, 2 * MEMORY, Console::default()),
+        config("count", 1, 2 * MEMORY, Console::default(), Vec::new()),
         &mut &stream()[..],
     ) {
         Ok(_) => panic!("restored into a VM of another size"),
@@ -350,7 +272,8 @@ fn stream_of_another_vm_is_refused() {
 #[test]
 fn bound_vmmci_device_works_after_restore() {
     let out = Console::default();
-    let (handle, runner) = start(Vm::new(config("vmmci", 1, MEMORY, out.clone())).unwrap());
+    let (handle, runner) =
+        start(Vm::new(config("vmmci", 1, MEMORY, out.clone(), Vec::new())).unwrap());
     let start_wait = Instant::now();
     while !out.text().contains("VMMCI ready") {
         assert!(start_wait.elapsed() < DEADLINE, "{}", out.text());
@@ -362,7 +285,11 @@ fn bound_vmmci_device_works_after_restore() {
     assert_eq!(runner.join().unwrap(), ExitReason::Stopped);
 
     let out = Console::default();
-    let vm = Vm::restore(config("vmmci", 1, MEMORY, out.clone()), &mut &stream[..]).unwrap();
+    let vm = Vm::restore(
+        config("vmmci", 1, MEMORY, out.clone(), Vec::new()),
+        &mut &stream[..],
+    )
+    .unwrap();
     let (handle, runner) = start(vm);
     assert_eq!(handle.request_shutdown(), hypervisor::ShutdownPath::Vmmci);
     assert_eq!(runner.join().unwrap(), ExitReason::Poweroff);
