@@ -561,14 +561,7 @@ impl VirtioDevice for Block {
         self.features
     }
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| self.config.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::copy_window(&self.config, offset, data, 0);
     }
     fn activate(
         &mut self,

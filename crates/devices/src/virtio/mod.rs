@@ -148,6 +148,20 @@ impl DeviceState {
     }
 }
 
+/// Copy bytes `[offset, offset + data.len())` of `regs` into `data`; bytes past the end of
+/// `regs` (or an offset that does not fit) read as `past_end`. Device configuration spaces
+/// read zeros there, transport registers all-ones.
+pub(crate) fn copy_window(regs: &[u8], offset: u64, data: &mut [u8], past_end: u8) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| regs.get(o))
+            .copied()
+            .unwrap_or(past_end);
+    }
+}
+
 /// PCI device id of a transitional device of virtio type `device_type` (virtio 1.x §4.1.2.1).
 pub fn transitional_device_id(device_type: u32) -> u16 {
     match device_type {

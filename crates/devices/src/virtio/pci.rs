@@ -266,19 +266,6 @@ fn le_value(data: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Copy bytes `[offset, offset + data.len())` of `regs` into `data`; past the end reads
-/// all-ones.
-fn read_bytes(regs: &[u8], offset: u64, data: &mut [u8]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b = usize::try_from(offset)
-            .ok()
-            .and_then(|o| o.checked_add(i))
-            .and_then(|o| regs.get(o))
-            .copied()
-            .unwrap_or(0xff);
-    }
-}
-
 fn virtio_cap(cfg_type: u8, bar: u8, offset: u32, length: u32, extra: Option<u32>) -> Vec<u8> {
     let len = if extra.is_some() {
         NOTIFY_CAP_LEN
@@ -596,7 +583,7 @@ impl VirtioPciDevice {
             .get(usize::from(self.queue_select))
             .map_or(NO_VECTOR, |v| v.load(Ordering::SeqCst));
         put(L_QUEUE_VECTOR, &qv.to_le_bytes());
-        read_bytes(&regs[..cfg as usize], offset, data);
+        super::copy_window(&regs[..cfg as usize], offset, data, 0xff);
     }
 
     fn legacy_write(&mut self, offset: u64, data: &[u8]) {
@@ -695,7 +682,7 @@ impl VirtioPciDevice {
                 r[o as usize..o as usize + 8].copy_from_slice(&a.to_le_bytes());
             }
         }
-        read_bytes(&r, offset, data);
+        super::copy_window(&r, offset, data, 0xff);
     }
 
     fn common_write(&mut self, offset: u64, data: &[u8]) {

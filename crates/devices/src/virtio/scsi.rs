@@ -185,14 +185,7 @@ impl VirtioDevice for Scsi {
     }
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
         let config = self.config();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| config.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::copy_window(&config, offset, data, 0);
     }
     /// sense_size and cdb_size, byte by byte (legacy drivers may write narrowly), each kept
     /// within `MAX_SENSE_SIZE` and `MAX_CDB_SIZE`; reads show what is honoured. Writes

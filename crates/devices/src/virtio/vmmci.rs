@@ -299,14 +299,7 @@ impl VirtioDevice for Vmmci {
         {
             regs[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| regs.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::copy_window(&regs, offset, data, 0);
     }
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if offset == REG_COMMAND && !data.is_empty() {
