@@ -991,27 +991,15 @@ mod tests {
             let mem = memory();
             let mut h = harness(&mem, Box::new(MemDisk::new(round % 7 == 0)));
             for i in 0..BLK_QUEUE_SIZE {
-                let r = rng.next();
-                let addr = match r % 4 {
-                    0 => HEADER,
-                    1 => STATUS + (r >> 8) % 64,
-                    2 => (r >> 8) % (crate::virtio::queue::testing::TEST_MEM_SIZE as u64 + 4096),
-                    _ => r >> 3,
-                };
-                let len = match (r >> 16) % 4 {
-                    0 => 0,
-                    1 => 1,
-                    2 => 512,
-                    _ => (r >> 20) as u32,
-                };
-                let flags = (r >> 40) as u16 & 0x7;
-                let next = (r >> 48) as u16 % (BLK_QUEUE_SIZE + 4);
-                h.vq.desc_table()
-                    .store(
-                        i,
-                        RawDescriptor::from(Descriptor::new(addr, len, flags, next)),
-                    )
-                    .unwrap();
+                let d = crate::virtio::queue::testing::random_descriptor(
+                    rng.next(),
+                    HEADER,
+                    STATUS,
+                    1,
+                    512,
+                    BLK_QUEUE_SIZE,
+                );
+                h.vq.desc_table().store(i, d).unwrap();
             }
             let mut hdr = header((rng.next() % 16) as u32, rng.next() % 80);
             rng.fill(&mut hdr[4..8]);

@@ -175,6 +175,35 @@ pub(crate) mod testing {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), TEST_MEM_SIZE)]).unwrap()
     }
 
+    /// A random descriptor for the robustness tests, drawn from `r`: its address is the
+    /// request area `request`, near the response area `response`, anywhere in (or just past)
+    /// guest memory, or far outside; its length 0, `small`, `large` or anything; any flags;
+    /// `next` a little past a table of `size` entries.
+    pub fn random_descriptor(
+        r: u64,
+        request: u64,
+        response: u64,
+        small: u32,
+        large: u32,
+        size: u16,
+    ) -> virtio_queue::desc::RawDescriptor {
+        let addr = match r % 4 {
+            0 => request,
+            1 => response + (r >> 8) % 64,
+            2 => (r >> 8) % (TEST_MEM_SIZE as u64 + 4096),
+            _ => r >> 3,
+        };
+        let len = match (r >> 16) % 4 {
+            0 => 0,
+            1 => small,
+            2 => large,
+            _ => (r >> 20) as u32,
+        };
+        let flags = (r >> 40) as u16 & 0x7;
+        let next = (r >> 48) as u16 % (size + 4);
+        Descriptor::new(addr, len, flags, next).into()
+    }
+
     /// Records every interrupt and NEEDS_RESET.
     #[derive(Default)]
     pub struct Recorder {

@@ -5,7 +5,7 @@ use super::image::testing::MemIso;
 use super::image::BLOCK_SIZE;
 use super::*;
 use crate::testutil::XorShift;
-use crate::virtio::queue::testing::{memory, Recorder, TEST_MEM_SIZE};
+use crate::virtio::queue::testing::{memory, random_descriptor, Recorder, TEST_MEM_SIZE};
 use crate::virtio::InterruptKind;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_bindings::virtio_scsi::{
@@ -598,28 +598,8 @@ fn fuzz_descriptor_tables() {
         let (mut h, _) = harness(&mem);
         let q = [CONTROL_QUEUE, 1, REQUEST_QUEUE][round % 3];
         for i in 0..SCSI_QUEUE_SIZE {
-            let r = rng.next();
-            let addr = match r % 4 {
-                0 => REQ,
-                1 => RESP + (r >> 8) % 64,
-                2 => (r >> 8) % (TEST_MEM_SIZE as u64 + 4096),
-                _ => r >> 3,
-            };
-            let len = match (r >> 16) % 4 {
-                0 => 0,
-                1 => 12,
-                2 => 2048,
-                _ => (r >> 20) as u32,
-            };
-            let flags = (r >> 40) as u16 & 0x7;
-            let next = (r >> 48) as u16 % (SCSI_QUEUE_SIZE + 4);
-            h.vqs[q]
-                .desc_table()
-                .store(
-                    i,
-                    RawDescriptor::from(Descriptor::new(addr, len, flags, next)),
-                )
-                .unwrap();
+            let d = random_descriptor(rng.next(), REQ, RESP, 12, 2048, SCSI_QUEUE_SIZE);
+            h.vqs[q].desc_table().store(i, d).unwrap();
         }
         let mut cdb = [0u8; 16];
         rng.fill(&mut cdb);
