@@ -559,6 +559,18 @@ fn rebuilt(stream: &[u8], tamper: Tamper) -> Vec<u8> {
             w.memory(*addr, bytes).unwrap();
             next = addr + bytes.len() as u64;
         }
+        if tamper == Tamper::PassPayload && passes == 1 {
+            // No pass boundary showed in the addresses (the later passes lay above the first
+            // one's pages): a pass marker, with its payload, after the memory.
+            w.record(TAG_PASS, "pass", &0u8).unwrap();
+        }
+        if tamper == Tamper::OnePass {
+            // The later passes may all lie above the first one's pages (which pages the guest
+            // dirtied varies from run to run): the first chunk once more makes the single
+            // pass go down for sure.
+            let (addr, bytes) = &chunks.0[0];
+            w.memory(*addr, bytes).unwrap();
+        }
         if tamper == Tamper::TooManyPasses {
             for _ in passes..=MAX_MEMORY_PASSES {
                 w.marker(TAG_PASS).unwrap();
