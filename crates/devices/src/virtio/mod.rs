@@ -17,6 +17,7 @@ pub mod pci;
 mod queue;
 pub mod rng;
 pub mod scsi;
+mod split;
 mod stream;
 pub mod vmmci;
 

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestMemory, GuestMemoryMmap, Permissions};
 
+use super::split::SplitRing;
 use super::{InterruptKind, VirtioInterrupt};
 
 /// Most descriptors one chain may have, indirect tables included. Far above what any
@@ -137,19 +138,14 @@ fn drain(
     descs: &mut Vec<Descriptor>,
     handle: &mut ChainHandler<'_>,
 ) -> Result<bool, ChainError> {
-    let mut used = false;
+    let mut ring = SplitRing::new(q, mem)?;
     loop {
         q.disable_notification(mem)?;
-        loop {
-            // The iterator borrows the queue; take one chain and let it go before add_used.
-            let chain = q.iter(mem)?.next();
-            let Some(chain) = chain else { break };
-            let head = chain.head_index();
+        while let Some(head) = ring.pop(q)? {
             descs.clear();
-            collect_chain(chain, mem, descs)?;
+            collect_chain(ring.chain(mem, head), mem, descs)?;
             let len = handle(mem, descs)?;
-            q.add_used(mem, head, len)?;
-            used = true;
+            ring.add_used(q, head, len)?;
         }
         // Re-enabling notifications races with the driver adding more: go round again if it
         // did, so no request waits for a notification that was suppressed.
@@ -157,7 +153,7 @@ fn drain(
             break;
         }
     }
-    Ok(used && q.needs_notification(mem)?)
+    Ok(ring.needs_notification(q))
 }
 
 #[cfg(test)]
