@@ -54,6 +54,13 @@ pub trait BlockBackend: Send + std::fmt::Debug {
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
     /// Makes `len` bytes at `offset` read as zeroes, deallocating where cheap.
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// The file that holds the disk's bytes at the disk's own offsets, if there is one (a raw
+    /// image): a caller whose memory cannot be lent as `&mut [u8]` (guest memory) moves data
+    /// between it and the file with vectored I/O instead of through a copy. Such a caller
+    /// makes the range and read-only checks the other methods make.
+    fn raw_file(&self) -> Option<&File> {
+        None
+    }
 }
 
 /// Image formats we read and write.

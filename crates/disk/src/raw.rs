@@ -101,6 +101,10 @@ impl BlockBackend for RawBackend {
         self.write_zeroes(offset, len)
     }
 
+    fn raw_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
         if self.read_only {
             return Err(read_only_error());

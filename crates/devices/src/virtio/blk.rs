@@ -113,15 +113,7 @@ pub trait BlockBackend: Send {
         offset: u64,
         bounce: &mut Vec<u8>,
     ) -> io::Result<()> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        bounce.resize(len, 0);
-        self.read_at(&mut bounce[..len], offset)?;
-        let mut at = 0;
-        for b in bufs {
-            b.copy_from(&bounce[at..at + b.len()]);
-            at += b.len();
-        }
-        Ok(())
+        read_through_bounce(bufs, bounce, |b| self.read_at(b, offset))
     }
     /// Write all of the guest buffers `bufs`, one after the other, at byte `offset`. The
     /// default copies them into `bounce` and calls [`BlockBackend::write_at`].
@@ -131,15 +123,43 @@ pub trait BlockBackend: Send {
         offset: u64,
         bounce: &mut Vec<u8>,
     ) -> io::Result<()> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        bounce.resize(len, 0);
-        let mut at = 0;
-        for b in bufs {
-            b.copy_to(&mut bounce[at..at + b.len()]);
-            at += b.len();
-        }
-        self.write_at(&bounce[..len], offset)
+        write_through_bounce(bufs, bounce, |b| self.write_at(b, offset))
     }
+}
+
+/// Fills the guest buffers `bufs` by having `read` fill `bounce` (grown to their total
+/// length), then copying: for storage that reads only into host memory.
+pub fn read_through_bounce(
+    bufs: &[VolatileSlice<'_>],
+    bounce: &mut Vec<u8>,
+    read: impl FnOnce(&mut [u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let len = bufs.iter().map(|b| b.len()).sum();
+    bounce.resize(len, 0);
+    read(&mut bounce[..len])?;
+    let mut at = 0;
+    for b in bufs {
+        b.copy_from(&bounce[at..at + b.len()]);
+        at += b.len();
+    }
+    Ok(())
+}
+
+/// Copies the guest buffers `bufs` into `bounce`, one after the other, and hands them to
+/// `write` as one slice: for storage that writes only from host memory.
+pub fn write_through_bounce(
+    bufs: &[VolatileSlice<'_>],
+    bounce: &mut Vec<u8>,
+    write: impl FnOnce(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let len = bufs.iter().map(|b| b.len()).sum();
+    bounce.resize(len, 0);
+    let mut at = 0;
+    for b in bufs {
+        b.copy_to(&mut bounce[at..at + b.len()]);
+        at += b.len();
+    }
+    write(&bounce[..len])
 }
 
 /// A raw image file.
@@ -184,7 +204,7 @@ impl BlockBackend for RawFile {
         offset: u64,
         _bounce: &mut Vec<u8>,
     ) -> io::Result<()> {
-        file_vectored_io(&self.file, bufs, offset, Direction::Read)
+        read_file_vectored(&self.file, bufs, offset)
     }
     /// `pwritev(2)` straight from guest memory.
     fn write_vectored_at(
@@ -193,7 +213,7 @@ impl BlockBackend for RawFile {
         offset: u64,
         _bounce: &mut Vec<u8>,
     ) -> io::Result<()> {
-        file_vectored_io(&self.file, bufs, offset, Direction::Write)
+        write_file_vectored(&self.file, bufs, offset)
     }
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
@@ -215,6 +235,17 @@ impl BlockBackend for RawFile {
         }
         Ok(())
     }
+}
+
+/// Fills the guest buffers `bufs` from `file` at byte `offset` with `preadv(2)`, no copy;
+/// reaching the end of the file first is an error.
+pub fn read_file_vectored(file: &File, bufs: &[VolatileSlice<'_>], offset: u64) -> io::Result<()> {
+    file_vectored_io(file, bufs, offset, Direction::Read)
+}
+
+/// Writes the guest buffers `bufs` to `file` at byte `offset` with `pwritev(2)`, no copy.
+pub fn write_file_vectored(file: &File, bufs: &[VolatileSlice<'_>], offset: u64) -> io::Result<()> {
+    file_vectored_io(file, bufs, offset, Direction::Write)
 }
 
 /// Which way [`file_vectored_io`] moves data.
@@ -244,37 +275,12 @@ fn file_vectored_io(
         let head = bufs[first]
             .offset(skip)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut pieces = std::iter::once(head).chain(bufs[first + 1..].iter().copied());
-        // vm-memory hands out raw pointers only through guards, valid while the guard lives:
-        // these live across the system call.
-        let guards: [Option<PtrGuardMut>; MAX_IOVECS] =
-            std::array::from_fn(|_| pieces.next().map(|p| p.ptr_guard_mut()));
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOVECS];
-        let mut count = 0;
-        for (v, g) in iov.iter_mut().zip(guards.iter().flatten()) {
-            *v = libc::iovec {
-                iov_base: g.as_ptr().cast(),
-                iov_len: g.len(),
-            };
-            count += 1;
-        }
         let off = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let fd = file.as_raw_fd();
-        // SAFETY: the first `count` iovecs are the pointers and lengths of guards of
-        // vm-memory volatile slices (ranges of mapped guest memory, bounds-checked when the
-        // slices were made), alive until after the call; the kernel accesses at most
-        // `iov_len` bytes at each, and other users of guest memory (the guest) expect it to
-        // change at any time. `count` is at most MAX_IOVECS, below IOV_MAX; the fd is owned
-        // by `file`.
-        let n = unsafe {
-            match dir {
-                Direction::Read => libc::preadv(fd, iov.as_ptr(), count as libc::c_int, off),
-                Direction::Write => libc::pwritev(fd, iov.as_ptr(), count as libc::c_int, off),
-            }
+        let n = if first + 1 == bufs.len() {
+            single_io(file, head, off, dir)
+        } else {
+            vectored_io(file, head, &bufs[first + 1..], off, dir)
         };
         let mut n = match n {
             0 if dir == Direction::Read => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -302,6 +308,64 @@ fn file_vectored_io(
         }
     }
     Ok(())
+}
+
+/// One `pread`/`pwrite` between `file` at `off` and one piece of guest memory: the common
+/// request has one data buffer, and the vectored calls cost the kernel an iovec import more.
+fn single_io(file: &File, buf: VolatileSlice<'_>, off: libc::off_t, dir: Direction) -> isize {
+    // vm-memory hands out raw pointers only through guards, valid while the guard lives:
+    // this one lives across the system call.
+    let guard = buf.ptr_guard_mut();
+    let fd = file.as_raw_fd();
+    // SAFETY: the pointer and length are a guard's of a vm-memory volatile slice (mapped
+    // guest memory, bounds-checked when the slice was made), alive until after the call; the
+    // kernel accesses at most that many bytes, and the guest expects its memory to change at
+    // any time. The fd is owned by `file`.
+    unsafe {
+        match dir {
+            Direction::Read => libc::pread(fd, guard.as_ptr().cast(), guard.len(), off),
+            Direction::Write => libc::pwrite(fd, guard.as_ptr().cast(), guard.len(), off),
+        }
+    }
+}
+
+/// One `preadv`/`pwritev` between `file` at `off` and `head` followed by as many of `rest` as
+/// [`MAX_IOVECS`] allows.
+fn vectored_io(
+    file: &File,
+    head: VolatileSlice<'_>,
+    rest: &[VolatileSlice<'_>],
+    off: libc::off_t,
+    dir: Direction,
+) -> isize {
+    let mut pieces = std::iter::once(head).chain(rest.iter().copied());
+    // Guards, as in `single_io`, alive across the call.
+    let guards: [Option<PtrGuardMut>; MAX_IOVECS] =
+        std::array::from_fn(|_| pieces.next().map(|p| p.ptr_guard_mut()));
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_IOVECS];
+    let mut count = 0;
+    for (v, g) in iov.iter_mut().zip(guards.iter().flatten()) {
+        *v = libc::iovec {
+            iov_base: g.as_ptr().cast(),
+            iov_len: g.len(),
+        };
+        count += 1;
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: the first `count` iovecs are the pointers and lengths of guards of vm-memory
+    // volatile slices (ranges of mapped guest memory, bounds-checked when the slices were
+    // made), alive until after the call; the kernel accesses at most `iov_len` bytes at each,
+    // and other users of guest memory (the guest) expect it to change at any time. `count`
+    // is at most MAX_IOVECS, below IOV_MAX; the fd is owned by `file`.
+    unsafe {
+        match dir {
+            Direction::Read => libc::preadv(fd, iov.as_ptr(), count as libc::c_int, off),
+            Direction::Write => libc::pwritev(fd, iov.as_ptr(), count as libc::c_int, off),
+        }
+    }
 }
 
 /// Outcome of one request: status byte and bytes of data written to the guest.
@@ -965,6 +1029,20 @@ mod tests {
         ];
         let e = raw
             .read_vectored_at(&bufs, 196, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // One buffer (pread/pwrite): whole, and running into the end of the file.
+        let mut one = [0u8; 10];
+        raw.read_vectored_at(&[VolatileSlice::from(&mut one[..])], 50, &mut Vec::new())
+            .unwrap();
+        assert_eq!(one[..], back[50..60]);
+        let mut ones = [0x77u8; 10];
+        raw.write_vectored_at(&[VolatileSlice::from(&mut ones[..])], 0, &mut Vec::new())
+            .unwrap();
+        view.read_exact_at(&mut one, 0).unwrap();
+        assert_eq!(one, [0x77; 10]);
+        let e = raw
+            .read_vectored_at(&[VolatileSlice::from(&mut one[..])], 195, &mut Vec::new())
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
 
