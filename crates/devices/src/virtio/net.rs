@@ -41,7 +41,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::queue::{collect_chain, ChainError};
+use super::queue::{collect_chain, drain, ChainError};
 use super::stream::Stream;
 use super::{
     transitional_ids, InterruptKind, VirtioDevice, VirtioInterrupt, RING_FEATURES,
@@ -492,28 +492,12 @@ impl Active {
         &mut self,
         mut send: impl FnMut(&GuestMemoryMmap, &[Descriptor]) -> Result<(), ChainError>,
     ) -> Result<bool, ChainError> {
-        let mut used = false;
-        loop {
-            self.tx.disable_notification(&self.mem)?;
-            loop {
-                // The iterator borrows the queue; take one chain and let it go before add_used.
-                let chain = self.tx.iter(&self.mem)?.next();
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let descs = &mut self.scratch.descs;
-                descs.clear();
-                collect_chain(chain, &self.mem, descs)?;
-                send(&self.mem, descs)?;
-                self.tx.add_used(&self.mem, head, 0)?;
-                used = true;
-            }
-            // Re-enabling notifications races with the driver adding more: go round again if
-            // it did, so no frame waits for a notification that was suppressed.
-            if !self.tx.enable_notification(&self.mem)? {
-                break;
-            }
-        }
-        Ok(used && self.tx.needs_notification(&self.mem)?)
+        drain(
+            &mut self.tx,
+            &self.mem,
+            &mut self.scratch.descs,
+            &mut |mem, descs| send(mem, descs).map(|()| 0),
+        )
     }
 
     fn fail(&mut self, e: ChainError) {

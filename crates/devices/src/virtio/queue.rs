@@ -132,7 +132,9 @@ impl ActiveQueues {
     }
 }
 
-fn drain(
+/// Serve every available chain of `q` with `handle`, returning each with the length it
+/// reports; then say whether the driver wants an interrupt for them.
+pub(crate) fn drain(
     q: &mut Queue,
     mem: &GuestMemoryMmap,
     descs: &mut Vec<Descriptor>,
