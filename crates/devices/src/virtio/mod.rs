@@ -5,7 +5,9 @@
 //! ([`VirtioPciDevice`]) presents it on PCI through both the legacy 0.9 registers in an I/O
 //! BAR (OpenBSD 6.9, SeaBIOS) and the modern 1.x capabilities in a memory BAR (Linux), and
 //! delivers its interrupts through INTx + ISR or MSI-X. Queues are `virtio-queue` split rings
-//! over `vm-memory` guest memory.
+//! over `vm-memory` guest memory; the request path takes chains and returns used elements
+//! through the ring slices of `split.rs`, virtio-queue keeping the ring positions and the
+//! notification suppression.
 //!
 //! A guest can never make a device panic: a malformed ring or descriptor chain marks the
 //! device `DEVICE_NEEDS_RESET` and raises a configuration-change interrupt (spec §5.6), and
@@ -34,7 +36,8 @@ use crate::state::StateError;
 
 /// VIRTIO_F_VERSION_1: the modern interface.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-/// VIRTIO_F_RING_INDIRECT_DESC: indirect descriptor tables (handled by virtio-queue).
+/// VIRTIO_F_RING_INDIRECT_DESC: indirect descriptor tables (followed in `split.rs`, and by
+/// virtio-queue for virtio-net's receive queue).
 pub const VIRTIO_F_RING_INDIRECT_DESC: u64 =
     1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 /// VIRTIO_F_RING_EVENT_IDX: used_event/avail_event notification suppression.

@@ -53,6 +53,10 @@ impl<'m> SplitRing<'m> {
     /// error: no driver puts one across the end of a memory region.
     pub fn new(q: &Queue, mem: &'m GuestMemoryMmap) -> Result<Self, ChainError> {
         let size = q.size();
+        // The transport only takes powers of two; a size of zero must not reach a modulo.
+        if size == 0 {
+            return Err(virtio_queue::Error::InvalidSize.into());
+        }
         let n = usize::from(size);
         let slice = |addr: u64, len: usize| {
             mem.get_slice(GuestAddress(addr), len)
