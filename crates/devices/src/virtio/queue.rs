@@ -145,7 +145,7 @@ pub(crate) fn drain(
         q.disable_notification(mem)?;
         while let Some(head) = ring.pop(q)? {
             descs.clear();
-            collect_chain(ring.chain(mem, head), mem, descs)?;
+            collect_chain(ring.chain(head), mem, descs)?;
             let len = handle(mem, descs)?;
             ring.add_used(q, head, len)?;
         }

@@ -37,6 +37,7 @@ const USED_ELEM: usize = 8;
 
 /// One pass's view of a queue's rings.
 pub(crate) struct SplitRing<'m> {
+    mem: &'m GuestMemoryMmap,
     table: VolatileSlice<'m>,
     /// The available ring, `used_event` included.
     avail: VolatileSlice<'m>,
@@ -66,6 +67,7 @@ impl<'m> SplitRing<'m> {
                 })
         };
         Ok(SplitRing {
+            mem,
             table: slice(q.desc_table(), DESC_LEN * n)?,
             avail: slice(q.avail_ring(), AVAIL_HEADER + AVAIL_ENTRY * n + AVAIL_ENTRY)?,
             used: slice(q.used_ring(), USED_HEADER + USED_ELEM * n)?,
@@ -147,9 +149,9 @@ impl<'m> SplitRing<'m> {
     }
 
     /// The descriptors of the chain at `head`, indirect tables followed.
-    pub fn chain(&self, mem: &'m GuestMemoryMmap, head: u16) -> Chain<'m> {
+    pub fn chain(&self, head: u16) -> Chain<'m> {
         Chain {
-            mem,
+            mem: self.mem,
             table: self.table,
             table_len: self.size,
             next: head,
@@ -284,7 +286,7 @@ mod tests {
             let mut ring = SplitRing::new(&q, &mem).unwrap();
             let got = ring.pop(&mut q).unwrap().expect("one chain available");
             assert_eq!(got, head);
-            let ours: Vec<_> = ring.chain(&mem, got).map(|d| fields(&d)).collect();
+            let ours: Vec<_> = ring.chain(got).map(|d| fields(&d)).collect();
             assert_eq!(ours, expected, "head {head}");
             differing_lengths.insert(ours.len());
             assert_eq!(
