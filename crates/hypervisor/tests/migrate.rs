@@ -198,9 +198,18 @@ fn open_disk(path: &Path) -> Box<dyn disk::BlockBackend> {
     disk::open_path(path, Some(disk::Format::Raw), true).unwrap()
 }
 
-#[test]
-fn disk_written_during_live_migration_loses_no_write() {
-    let disk = Scratch::new("blkloop.raw");
+/// A `blkloop` guest writing a fresh zeroed raw disk named `name`, running, once its console
+/// shows write number `writes`.
+fn start_blkloop(
+    name: &str,
+    writes: u64,
+) -> (
+    Scratch,
+    Console,
+    VmHandle,
+    std::thread::JoinHandle<ExitReason>,
+) {
+    let disk = Scratch::new(name);
     File::create(disk.path())
         .unwrap()
         .set_len(DISK_SIZE)
@@ -208,7 +217,13 @@ fn disk_written_during_live_migration_loses_no_write() {
     let out = Console::default();
     let vm = Vm::new(config("blkloop", out.clone(), vec![open_disk(disk.path())])).unwrap();
     let (handle, runner) = start(vm);
-    out.wait_for("", "BLKLOOP ", 20);
+    out.wait_for("", "BLKLOOP ", writes);
+    (disk, out, handle, runner)
+}
+
+#[test]
+fn disk_written_during_live_migration_loses_no_write() {
+    let (disk, out, handle, runner) = start_blkloop("blkloop.raw", 20);
 
     // The target's disk is a stand-in until the stream is complete: the source flushes the
     // image before it ends the stream and writes no more, then the target opens it.
@@ -479,15 +494,7 @@ fn find_image_table(bytes: &[u8]) -> usize {
 /// from the end of the stream), and the writes held meanwhile go through after.
 #[test]
 fn paused_vm_leaves_its_disk_alone_until_it_resumes() {
-    let disk = Scratch::new("paused.raw");
-    File::create(disk.path())
-        .unwrap()
-        .set_len(DISK_SIZE)
-        .unwrap();
-    let out = Console::default();
-    let vm = Vm::new(config("blkloop", out.clone(), vec![open_disk(disk.path())])).unwrap();
-    let (handle, runner) = start(vm);
-    out.wait_for("", "BLKLOOP ", 2);
+    let (disk, out, handle, runner) = start_blkloop("paused.raw", 2);
     for _ in 0..10 {
         handle.pause().unwrap();
         let before = std::fs::read(disk.path()).unwrap();
