@@ -148,23 +148,20 @@ fn kill_writer_and_check(image: &Path, round: u64) {
     assert_consistent(image, &format!("round {round}"));
 }
 
-#[test]
-fn killed_writer_leaves_a_consistent_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let top = dir.path().join("top.qcow2");
-    disk::create_qcow2(&top, SIZE).unwrap();
-    let base = dir.path().join("base.qcow2");
-    let v2 = dir.path().join("v2.qcow2");
+/// A qcow2 image made by qemu-img whose first 32 MiB hold the byte 5: the overlays' base.
+fn make_base(path: &Path) {
     run(
         "qemu-img",
-        &["create", "-f", "qcow2", s(&base), &SIZE.to_string()],
+        &["create", "-f", "qcow2", s(path), &SIZE.to_string()],
     );
     run(
         "qemu-io",
-        &["-f", "qcow2", "-c", "write -P 5 0 32M", s(&base)],
+        &["-f", "qcow2", "-c", "write -P 5 0 32M", s(path)],
     );
-    let overlay = dir.path().join("overlay.qcow2");
-    disk::create_overlay(&overlay, "base.qcow2", None).unwrap();
+}
+
+/// A qcow2 version 2 image (compat 0.10) with 4 KiB clusters, made by qemu-img.
+fn make_v2(path: &Path) {
     run(
         "qemu-img",
         &[
@@ -173,10 +170,23 @@ fn killed_writer_leaves_a_consistent_image() {
             "qcow2",
             "-o",
             "compat=0.10,cluster_size=4k",
-            s(&v2),
+            s(path),
             &SIZE.to_string(),
         ],
     );
+}
+
+#[test]
+fn killed_writer_leaves_a_consistent_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("top.qcow2");
+    disk::create_qcow2(&top, SIZE).unwrap();
+    let base = dir.path().join("base.qcow2");
+    let v2 = dir.path().join("v2.qcow2");
+    make_base(&base);
+    let overlay = dir.path().join("overlay.qcow2");
+    disk::create_overlay(&overlay, "base.qcow2", None).unwrap();
+    make_v2(&v2);
     let base_before = std::fs::read(&base).unwrap();
     for round in 0..3 {
         for image in [&top, &overlay, &v2] {
@@ -198,32 +208,14 @@ fn killed_writer_leaves_a_consistent_image() {
 fn killed_after_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.qcow2");
-    run(
-        "qemu-img",
-        &["create", "-f", "qcow2", s(&base), &SIZE.to_string()],
-    );
-    run(
-        "qemu-io",
-        &["-f", "qcow2", "-c", "write -P 5 0 32M", s(&base)],
-    );
+    make_base(&base);
     for writes in [1, 2, 5] {
         let top = dir.path().join(format!("top{writes}.qcow2"));
         disk::create_qcow2(&top, SIZE).unwrap();
         let overlay = dir.path().join(format!("overlay{writes}.qcow2"));
         disk::create_overlay(&overlay, "base.qcow2", None).unwrap();
         let v2 = dir.path().join(format!("v2-{writes}.qcow2"));
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-f",
-                "qcow2",
-                "-o",
-                "compat=0.10,cluster_size=4k",
-                s(&v2),
-                &SIZE.to_string(),
-            ],
-        );
+        make_v2(&v2);
         for image in [&top, &overlay, &v2] {
             kill_after_acks(image, writes);
             assert_consistent(image, &format!("killed after {writes} writes"));
