@@ -11,9 +11,9 @@ use std::sync::Arc;
 use devices::virtio::blk::{Block, BlockBackend};
 use devices::virtio::{VirtioDevice, RING_FEATURES};
 use libfuzzer_sys::fuzz_target;
-use virtio_common::{fill_avail, fill_descriptors, NoIrq, DESC_INPUT};
+use virtio_common::{fill_queue, NoIrq};
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const MEM_SIZE: usize = 0x4_0000;
 const QUEUE_SIZE: u16 = 16;
@@ -55,16 +55,7 @@ impl BlockBackend for MemDisk {
 fuzz_target!(|data: &[u8]| {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
     let vq = MockSplitQueue::new(&mem, QUEUE_SIZE);
-    // Addresses near guest memory so lookups both hit and miss.
-    fill_descriptors(&vq, QUEUE_SIZE, data, 0x3000, |a| {
-        a % (MEM_SIZE as u64 + 0x1000)
-    });
-    // The rest of the input is what lies in guest memory (request headers, indirect tables).
-    let rest = data
-        .get(usize::from(QUEUE_SIZE) * DESC_INPUT..)
-        .unwrap_or(&[]);
-    let _ = mem.write_slice(&rest[..rest.len().min(0x8000)], GuestAddress(0x2_0000));
-    fill_avail(&vq, QUEUE_SIZE, rest, rest.len() as u16 % (QUEUE_SIZE + 4));
+    fill_queue(&vq, &mem, MEM_SIZE, QUEUE_SIZE, data, 0x3000);
     let Ok(q) = vq.create_queue() else { return };
     let mut blk = Block::new(Box::new(MemDisk(vec![0; DISK_SIZE])), "fuzz");
     blk.activate(mem.clone(), Arc::new(NoIrq), vec![q], RING_FEATURES);

@@ -1,5 +1,5 @@
 //! What the virtio fuzz targets share: an interrupt sink, reading the input as numbers, and
-//! filling a mock split queue's descriptor table and avail ring from fuzz input. Each target
+//! filling a mock split queue's descriptor table, avail ring and guest memory from fuzz input. Each target
 //! includes it with `mod virtio_common;` (it is not a target itself).
 
 // Each target compiles its own copy and uses only part of it.
@@ -7,12 +7,16 @@
 
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use devices::virtio::{InterruptKind, VirtioInterrupt};
 
 /// Bytes of input per descriptor: address, length, flags, next.
 pub const DESC_INPUT: usize = 16;
+/// Where [`fill_queue`] puts the input that follows the descriptor table in guest memory, and
+/// how much of it.
+pub const PAYLOAD_AT: u64 = 0x2_0000;
+pub const PAYLOAD_LEN: usize = 0x8000;
 
 /// Interrupts go nowhere.
 pub struct NoIrq;
@@ -62,4 +66,25 @@ pub fn fill_avail(vq: &MockSplitQueue<'_, GuestMemoryMmap>, size: u16, heads: &[
         }
     }
     vq.avail().idx().store(n);
+}
+
+/// One queue as the single-queue targets fill it: the descriptor table from the start of
+/// `data` (lengths below `max_len`, addresses in or just past `mem_size` bytes of guest
+/// memory, so lookups both hit and miss), and the rest of `data` both in guest memory at
+/// [`PAYLOAD_AT`] (request headers, indirect tables) and as the avail ring's heads.
+pub fn fill_queue(
+    vq: &MockSplitQueue<'_, GuestMemoryMmap>,
+    mem: &GuestMemoryMmap,
+    mem_size: usize,
+    size: u16,
+    data: &[u8],
+    max_len: u32,
+) {
+    fill_descriptors(vq, size, data, max_len, |a| a % (mem_size as u64 + 0x1000));
+    let rest = data.get(usize::from(size) * DESC_INPUT..).unwrap_or(&[]);
+    let _ = mem.write_slice(
+        &rest[..rest.len().min(PAYLOAD_LEN)],
+        GuestAddress(PAYLOAD_AT),
+    );
+    fill_avail(vq, size, rest, rest.len() as u16 % (size + 4));
 }
