@@ -257,25 +257,18 @@ pub fn mechanism_status(cdb: &[u8]) -> Reply {
 mod tests {
     use super::*;
 
-    fn got(r: Reply) -> Vec<u8> {
-        match r {
-            Reply::Data(d) => d,
-            r => panic!("{r:?}"),
-        }
-    }
-
     #[test]
     fn toc_has_one_data_track_and_the_lead_out() {
-        let d = got(read_toc(&[0x43, 0, 0, 0, 0, 0, 0, 1, 0, 0], 300));
+        let d = read_toc(&[0x43, 0, 0, 0, 0, 0, 0, 1, 0, 0], 300).into_data();
         assert_eq!(d.len(), 4 + 16);
         assert_eq!(be16(&d, 0), 18);
         assert_eq!(&d[2..4], &[1, 1]);
         assert_eq!(&d[4..12], &[0, 0x14, 1, 0, 0, 0, 0, 0]);
         assert_eq!(&d[12..20], &[0, 0x14, 0xaa, 0, 0, 0, 1, 44]);
         // MSF: 300 + 150 frames = 00:06:00.
-        let d = got(read_toc(&[0x43, 2, 0, 0, 0, 0, 0xaa, 1, 0, 0], 300));
+        let d = read_toc(&[0x43, 2, 0, 0, 0, 0, 0xaa, 1, 0, 0], 300).into_data();
         assert_eq!(&d[4..12], &[0, 0x14, 0xaa, 0, 0, 0, 6, 0]);
-        let d = got(read_toc(&[0x43, 0, 1, 0, 0, 0, 0, 0, 12, 0], 300));
+        let d = read_toc(&[0x43, 0, 1, 0, 0, 0, 0, 0, 12, 0], 300).into_data();
         assert_eq!(d, [0, 10, 1, 1, 0, 0x14, 1, 0, 0, 0, 0, 0], "session info");
         assert_eq!(
             read_toc(&[0x43, 0, 0, 0, 0, 0, 2, 1, 0, 0], 300),
@@ -290,7 +283,7 @@ mod tests {
 
     #[test]
     fn configuration_profiles() {
-        let d = got(get_configuration(&[0x46, 0, 0, 0, 0, 0, 0, 1, 0, 0], 300));
+        let d = get_configuration(&[0x46, 0, 0, 0, 0, 0, 0, 1, 0, 0], 300).into_data();
         assert_eq!(be16(&d, 6), PROFILE_CD_ROM);
         assert_eq!(
             u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize,
@@ -300,27 +293,18 @@ mod tests {
         assert_eq!(&d[8..12], &[0, 0, 3, 8]);
         assert_eq!(&d[12..20], &[0, 0x10, 0, 0, 0, 8, 1, 0]);
         let big = CD_MAX_BLOCKS + 1;
-        let d = got(get_configuration(&[0x46, 0, 0, 0, 0, 0, 0, 1, 0, 0], big));
+        let d = get_configuration(&[0x46, 0, 0, 0, 0, 0, 0, 1, 0, 0], big).into_data();
         assert_eq!(be16(&d, 6), PROFILE_DVD_ROM);
         // RT 2: just the random readable feature.
-        let d = got(get_configuration(
-            &[0x46, 2, 0, 0x10, 0, 0, 0, 1, 0, 0],
-            300,
-        ));
+        let d = get_configuration(&[0x46, 2, 0, 0x10, 0, 0, 0, 1, 0, 0], 300).into_data();
         assert_eq!(d.len(), 8 + 4 + 8);
         assert_eq!(&d[8..12], &[0, 0x10, 1, 8]);
         assert_eq!(&d[12..16], &[0, 0, 8, 0]);
         // RT 1 from 0x1e: CD read only (DVD read is not current).
-        let d = got(get_configuration(
-            &[0x46, 1, 0, 0x1e, 0, 0, 0, 1, 0, 0],
-            300,
-        ));
+        let d = get_configuration(&[0x46, 1, 0, 0x1e, 0, 0, 0, 1, 0, 0], 300).into_data();
         assert_eq!((d.len(), be16(&d, 8)), (8 + 8, FEATURE_CD_READ));
         // RT 2 of a feature that does not exist: the header alone.
-        let d = got(get_configuration(
-            &[0x46, 2, 0, 0x28, 0, 0, 0, 1, 0, 0],
-            300,
-        ));
+        let d = get_configuration(&[0x46, 2, 0, 0x28, 0, 0, 0, 1, 0, 0], 300).into_data();
         assert_eq!(d.len(), 8);
         assert_eq!(
             get_configuration(&[0x46, 3, 0, 0, 0, 0, 0, 1, 0, 0], 300),
@@ -330,9 +314,9 @@ mod tests {
 
     #[test]
     fn event_status_polled_media_present() {
-        let d = got(event_status(&[0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0]));
+        let d = event_status(&[0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0]).into_data();
         assert_eq!(d, [0, 6, 4, 0x10, 0, 2, 0, 0]);
-        let d = got(event_status(&[0x4a, 1, 0, 0, 0x02, 0, 0, 0, 8, 0]));
+        let d = event_status(&[0x4a, 1, 0, 0, 0x02, 0, 0, 0, 8, 0]).into_data();
         assert_eq!(d, [0, 2, 0x80, 0x10]);
         assert_eq!(
             event_status(&[0x4a, 0, 0, 0, 0x10, 0, 0, 0, 8, 0]),
@@ -342,14 +326,14 @@ mod tests {
 
     #[test]
     fn disc_information_and_mechanism_status() {
-        let d = got(disc_information(&[0x51, 0, 0, 0, 0, 0, 0, 0, 34, 0]));
+        let d = disc_information(&[0x51, 0, 0, 0, 0, 0, 0, 0, 34, 0]).into_data();
         assert_eq!((d.len(), be16(&d, 0)), (34, 32));
         assert_eq!(d[2], DISC_COMPLETE);
         assert_eq!(
             disc_information(&[0x51, 1, 0, 0, 0, 0, 0, 0, 34, 0]),
             Reply::Check(Sense::INVALID_FIELD_IN_CDB)
         );
-        let d = got(mechanism_status(&[0xbd, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0]));
+        let d = mechanism_status(&[0xbd, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0]).into_data();
         assert_eq!(d, [0; 8]);
     }
 }

@@ -74,6 +74,17 @@ pub enum Reply {
     Check(Sense),
 }
 
+#[cfg(test)]
+impl Reply {
+    /// The data-in bytes of a GOOD reply with data; anything else fails the test.
+    pub fn into_data(self) -> Vec<u8> {
+        match self {
+            Reply::Data(d) => d,
+            r => panic!("expected data, got {r:?}"),
+        }
+    }
+}
+
 /// GOOD with `data` cut to `allocation` bytes.
 pub fn data(mut data: Vec<u8>, allocation: usize) -> Reply {
     data.truncate(allocation);

@@ -184,21 +184,14 @@ fn capabilities_page(changeable: bool, locked: bool) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn got(r: Reply) -> Vec<u8> {
-        match r {
-            Reply::Data(d) => d,
-            r => panic!("{r:?}"),
-        }
-    }
-
     #[test]
     fn standard_inquiry_is_a_removable_cdrom() {
-        let d = got(inquiry(&[0x12, 0, 0, 0, 96, 0]));
+        let d = inquiry(&[0x12, 0, 0, 0, 96, 0]).into_data();
         assert_eq!(d.len(), STANDARD_INQUIRY_LEN);
         assert_eq!((d[0], d[1]), (5, 0x80));
         assert_eq!(&d[8..32], b"OpenBSD VMM CD-ROM      ");
         assert_eq!(
-            got(inquiry(&[0x12, 0, 0, 0, 5, 0])).len(),
+            inquiry(&[0x12, 0, 0, 0, 5, 0]).into_data().len(),
             5,
             "allocation length"
         );
@@ -211,9 +204,9 @@ mod tests {
 
     #[test]
     fn vpd_pages() {
-        let d = got(inquiry(&[0x12, 1, 0, 0, 255, 0]));
+        let d = inquiry(&[0x12, 1, 0, 0, 255, 0]).into_data();
         assert_eq!(d, [5, 0, 0, 2, 0x00, 0x83]);
-        let d = got(inquiry(&[0x12, 1, 0x83, 0, 255, 0]));
+        let d = inquiry(&[0x12, 1, 0x83, 0, 255, 0]).into_data();
         assert_eq!((d[1], usize::from(be16(&d, 2))), (0x83, d.len() - 4));
         assert_eq!(usize::from(d[7]), d.len() - 8);
         assert_eq!(&d[8..16], VENDOR);
@@ -225,26 +218,22 @@ mod tests {
 
     #[test]
     fn report_luns_lists_lun_0() {
-        let d = got(report_luns(&[0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]));
+        let d = report_luns(&[0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]).into_data();
         assert_eq!(d, [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn mode_sense_is_write_protected() {
-        let d = got(mode_sense(&[0x1a, 0, 0x2a, 0, 255, 0], false, true));
+        let d = mode_sense(&[0x1a, 0, 0x2a, 0, 255, 0], false, true).into_data();
         assert_eq!(usize::from(d[0]) + 1, d.len());
         assert_eq!((d[2], d[3]), (WRITE_PROTECT, 0), "WP, no block descriptors");
         assert_eq!((d[4], d[5]), (0x2a, 0x14));
         assert_eq!(d[4 + 6], CAP_LOCK | CAP_LOCKED | CAP_TRAY);
-        let d = got(mode_sense(
-            &[0x5a, 0, 0x3f, 0, 0, 0, 0, 1, 0, 0],
-            true,
-            false,
-        ));
+        let d = mode_sense(&[0x5a, 0, 0x3f, 0, 0, 0, 0, 1, 0, 0], true, false).into_data();
         assert_eq!(usize::from(be16(&d, 0)) + 2, d.len());
         assert_eq!(d[3], WRITE_PROTECT);
         assert_eq!((d[8], d[8 + 12]), (0x01, 0x2a), "both pages");
-        let d = got(mode_sense(&[0x1a, 0, 0x41, 0, 255, 0], false, false));
+        let d = mode_sense(&[0x1a, 0, 0x41, 0, 255, 0], false, false).into_data();
         assert_eq!(d[4 + 3], 0, "changeable: nothing");
         assert_eq!(
             mode_sense(&[0x1a, 0, 0xc1, 0, 255, 0], false, false),
@@ -259,7 +248,9 @@ mod tests {
             Reply::Check(Sense::INVALID_FIELD_IN_CDB)
         );
         assert_eq!(
-            got(mode_sense(&[0x1a, 0, 0x3f, 0xff, 2, 0], false, false)).len(),
+            mode_sense(&[0x1a, 0, 0x3f, 0xff, 2, 0], false, false)
+                .into_data()
+                .len(),
             2
         );
     }
