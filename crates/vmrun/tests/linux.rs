@@ -170,6 +170,17 @@ fn custom_initramfs(kit: &Path, dir: &Path, script: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// vmrun booting the kit's kernel with 128 MiB and the kit's initramfs with `script` as
+/// `/init` (built in `dir`); `None` when cpio is missing.
+fn vmrun_with_init(kit: &Path, dir: &Path, script: &str) -> Option<std::process::Command> {
+    let initrd = custom_initramfs(kit, dir, script)?;
+    let boot = Boot::kernel(kit.join("acpi").join("vmlinux"))
+        .mem_mib(128)
+        .initrd(&initrd)
+        .cmdline(CMDLINE.trim());
+    Some(boot.vmrun_command(Path::new(VMRUN)))
+}
+
 /// A guest writes through virtio-blk into a qcow2 overlay (made by qemu-img) on a base: the
 /// data lands in the overlay, the base is untouched, and `qemu-img check` accepts the
 /// overlay afterwards (issue 6 item 6, F-DISK-03).
@@ -205,15 +216,10 @@ fn linux_writes_through_a_qcow2_overlay_and_the_base_stays_untouched() {
     .status
     .success());
     let base_before = std::fs::read(dir.join("base.qcow2")).unwrap();
-    let Some(initrd) = custom_initramfs(&kit, &dir, WRITER_INIT) else {
+    let Some(mut cmd) = vmrun_with_init(&kit, &dir, WRITER_INIT) else {
         eprintln!("SKIPPED: cpio is not installed");
         return;
     };
-    let boot = Boot::kernel(kit.join("acpi").join("vmlinux"))
-        .mem_mib(128)
-        .initrd(&initrd)
-        .cmdline(CMDLINE.trim());
-    let mut cmd = boot.vmrun_command(Path::new(VMRUN));
     cmd.arg("-d").arg(dir.join("top.qcow2"));
     let mut vm = Vmm::spawn(cmd).unwrap();
     assert_eq!(
@@ -276,15 +282,10 @@ fn linux_reads_the_iso_on_the_virtio_scsi_cdrom() {
     let iso = dir.join("test.iso");
     std::fs::write(&iso, testkit::iso::el_torito(&[0xF4], payload)).unwrap();
     let before = std::fs::read(&iso).unwrap();
-    let Some(initrd) = custom_initramfs(&kit, &dir, CDROM_INIT) else {
+    let Some(mut cmd) = vmrun_with_init(&kit, &dir, CDROM_INIT) else {
         eprintln!("SKIPPED: cpio is not installed");
         return;
     };
-    let boot = Boot::kernel(kit.join("acpi").join("vmlinux"))
-        .mem_mib(128)
-        .initrd(&initrd)
-        .cmdline(CMDLINE.trim());
-    let mut cmd = boot.vmrun_command(Path::new(VMRUN));
     cmd.arg("-r").arg(&iso);
     let mut vm = Vmm::spawn(cmd).unwrap();
     let block = vm.expect_line("GUEST-BLOCK", LINE).unwrap();
